@@ -1,0 +1,1 @@
+"""The results database: SQLAlchemy models, engine set-up and queries."""

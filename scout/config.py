@@ -1,0 +1,97 @@
+"""Scout's settings, prompt version and illustrative model prices.
+
+Every setting is one environment variable under the ``SCOUT_`` prefix (a ``.env``
+file in the working directory is read too). ``NVIDIA_API_KEY`` is accepted as the
+key when ``SCOUT_API_KEY`` is not set, since NVIDIA NIM is the default endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Bump whenever any text under scout/prompts/ changes; tests/scout/test_prompts.py
+# holds the recorded hash of every version and fails on an unversioned edit.
+PROMPT_VERSION = "v1"
+
+OFFLINE_MODEL_NAME = "offline/extractive-1"
+
+# Illustrative prices in US dollars per million tokens (input, output). They are
+# not quotes from any provider: set SCOUT_MODEL_PRICES to your contract's figures.
+MODEL_PRICES: dict[str, tuple[float, float]] = {
+    "nvidia/nemotron-3-nano-30b-a3b": (0.06, 0.24),
+    "meta/llama-3.3-70b-instruct": (0.60, 0.60),
+    "openai/gpt-oss-120b": (0.15, 0.60),
+    OFFLINE_MODEL_NAME: (0.0, 0.0),
+}
+
+DEFAULT_BASE_URL = "https://integrate.api.nvidia.com/v1"
+DEFAULT_MODEL = "nvidia/nemotron-3-nano-30b-a3b"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "scout"
+
+
+class ScoutSettings(BaseSettings):
+    """The agent's configuration, read from ``SCOUT_*`` variables and ``.env``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCOUT_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    backend: Literal["auto", "chat", "offline"] = "auto"
+    base_url: str = DEFAULT_BASE_URL
+    model: str = DEFAULT_MODEL
+    api_key: SecretStr | None = None
+    timeout: float = Field(60.0, gt=0, description="seconds per model call")
+    max_retries: int = Field(3, ge=0)
+    rate_limit_rpm: float = Field(40.0, gt=0)
+    json_mode: bool = Field(True, description="endpoint honours response_format")
+    stream: bool = False
+    stream_usage: bool = Field(True, description="endpoint supports include_usage")
+    max_tokens: int = Field(1024, gt=0, description="completion cap per call")
+
+    corpus_dir: Path | None = None
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    sources: Literal["local", "web", "snapshot"] = "local"
+
+    max_worker_turns: int = Field(8, ge=1)
+    max_pages: int = Field(6, ge=1)
+    recursion_limit: int = Field(60, ge=5)
+    usage_log: Path = Path("runs/last_run.jsonl")
+    model_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _fall_back_to_nvidia_key(cls, value: object) -> object:
+        if value in (None, ""):
+            return os.environ.get("NVIDIA_API_KEY") or None
+        return value
+
+    @property
+    def uses_offline_model(self) -> bool:
+        if self.backend == "offline":
+            return True
+        return self.backend == "auto" and self.api_key is None
+
+    @property
+    def model_name(self) -> str:
+        """The model as configured, as every run and usage row records it."""
+        return OFFLINE_MODEL_NAME if self.uses_offline_model else self.model
+
+    def price_of(self, model: str) -> tuple[float, float] | None:
+        """Illustrative (input, output) dollars per million tokens, if known."""
+        prices = {**MODEL_PRICES, **self.model_prices}
+        return prices.get(model)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ScoutSettings:
+    return ScoutSettings()

@@ -1,0 +1,1 @@
+"""Where Scout's evidence comes from."""
