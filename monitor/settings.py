@@ -6,8 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scout.config import describe_validation_error
+from scout.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GOLDEN_FILE = REPO_ROOT / "golden" / "questions.toml"
@@ -31,6 +34,10 @@ class MonitorSettings(BaseSettings):
     judge_model: str | None = None
     rolling_window: int = Field(3, ge=1)
     webhook_url: SecretStr | None = None
+    graph: str = Field(
+        "scout.graph:build_graph",
+        description="module:function that builds the graph to watch",
+    )
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -41,4 +48,8 @@ class MonitorSettings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_monitor_settings() -> MonitorSettings:
-    return MonitorSettings()
+    """The process's settings; a bad value raises :class:`ConfigError`."""
+    try:
+        return MonitorSettings()
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, "MONITOR_")) from None

@@ -12,11 +12,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Bump whenever any text under scout/prompts/ changes; tests/scout/test_prompts.py
-# holds the recorded hash of every version and fails on an unversioned edit.
+from scout.errors import ConfigError
+
+# Bump whenever any text under scout/prompts/ changes: scout/prompts/versions.json
+# records the hash of every version and tests/scout/test_prompts.py fails on an
+# edit that has no new version.
 PROMPT_VERSION = "v1"
 
 OFFLINE_MODEL_NAME = "offline/extractive-1"
@@ -92,6 +95,19 @@ class ScoutSettings(BaseSettings):
         return prices.get(model)
 
 
+def describe_validation_error(error: ValidationError, prefix: str) -> str:
+    """One line naming each bad setting by its environment variable."""
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "?"
+        problems.append(f"{prefix}{field.upper()}: {item['msg']}")
+    return "invalid setting " + "; ".join(problems)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> ScoutSettings:
-    return ScoutSettings()
+    """The process's settings; a bad value raises :class:`ConfigError`."""
+    try:
+        return ScoutSettings()
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, "SCOUT_")) from None

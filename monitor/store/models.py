@@ -9,7 +9,7 @@ so SQLite and Postgres mean the same instant.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
@@ -40,6 +40,11 @@ RUN_KINDS = ("scheduled", "manual", "rescore")
 RUN_STATUSES = ("running", "completed", "failed", "aborted", "abandoned")
 RESULT_STATUSES = ("completed", "failed")
 METRICS = ("grounding", "coverage", "citations")
+
+
+# JSON columns store Python None as SQL NULL, not as the JSON text 'null', so
+# `IS NULL` finds every empty value whether the attribute was set to None or not.
+JSON_VALUE = JSON(none_as_null=True)
 
 
 def utcnow() -> datetime:
@@ -69,7 +74,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON_VALUE,
+    }
 
 
 class Run(Base):
@@ -104,7 +112,7 @@ class Run(Base):
 
     # Aggregates, written when the run ends. score is None when nothing was scored.
     score: Mapped[float | None] = mapped_column(Float)
-    metric_means: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    metric_means: Mapped[dict[str, Any] | None] = mapped_column(JSON_VALUE)
     questions_total: Mapped[int] = mapped_column(Integer, default=0)
     questions_failed: Mapped[int] = mapped_column(Integer, default=0)
     questions_unscored: Mapped[int] = mapped_column(Integer, default=0)
@@ -139,9 +147,9 @@ class Result(Base):
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     report: Mapped[str | None] = mapped_column(Text)
-    sources: Mapped[list[Any] | None] = mapped_column(JSON)
-    checks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    node_visits: Mapped[list[Any] | None] = mapped_column(JSON)
+    sources: Mapped[list[Any] | None] = mapped_column(JSON_VALUE)
+    checks: Mapped[dict[str, Any] | None] = mapped_column(JSON_VALUE)
+    node_visits: Mapped[list[Any] | None] = mapped_column(JSON_VALUE)
     worker_turns: Mapped[int | None] = mapped_column(Integer)
     trace_id: Mapped[str | None] = mapped_column(String(64))
     duration_seconds: Mapped[float | None] = mapped_column(Float)
@@ -166,9 +174,7 @@ class Score(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    result_id: Mapped[int] = mapped_column(
-        ForeignKey("results.id", ondelete="CASCADE")
-    )
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
     metric: Mapped[str] = mapped_column(String(32))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     value: Mapped[float | None] = mapped_column(Float)
@@ -193,9 +199,7 @@ class Usage(Base):
     __tablename__ = "usage"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    result_id: Mapped[int] = mapped_column(
-        ForeignKey("results.id", ondelete="CASCADE")
-    )
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
     node: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(200))
     calls: Mapped[int] = mapped_column(Integer)
@@ -218,7 +222,7 @@ class Alert(Base):
     fingerprint: Mapped[str] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
-    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON_VALUE)
     run_id: Mapped[str | None] = mapped_column(
         ForeignKey("runs.id", ondelete="SET NULL")
     )
@@ -230,6 +234,7 @@ class Alert(Base):
     __table_args__ = (
         Index("ix_alerts_state_fingerprint", "state", "fingerprint"),
         Index("ix_alerts_created_at", "created_at"),
+        Index("ix_alerts_run_id", "run_id"),
     )
 
 
@@ -244,14 +249,17 @@ class Notification(Base):
     )
     sink: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(16))
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON_VALUE)
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_notifications_state", "state"),)
+    __table_args__ = (
+        Index("ix_notifications_state", "state"),
+        Index("ix_notifications_alert_id", "alert_id"),
+    )
 
 
 class PageText(Base):
@@ -268,3 +276,84 @@ class PageText(Base):
     title: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
     first_seen_at: Mapped[datetime]
+
+
+class Worker(Base):
+    """A daemon process: its heartbeat, its schedule and what it has done."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    interval_seconds: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    next_due_at: Mapped[datetime | None]
+    stopped_at: Mapped[datetime | None]
+    passes: Mapped[int] = mapped_column(Integer, default=0)
+    skipped_ticks: Mapped[int] = mapped_column(Integer, default=0)
+    last_run_id: Mapped[str | None] = mapped_column(String(40))
+
+    __table_args__ = (Index("ix_workers_heartbeat_at", "heartbeat_at"),)
+
+
+class Lease(Base):
+    """Who may run a pass now. A holder that stops renewing loses it at expiry."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(120))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class Baseline(Base):
+    """A pinned baseline for the regression rule: these runs stand for a version."""
+
+    __tablename__ = "baselines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_key: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str] = mapped_column(String(200))
+    run_ids: Mapped[list[Any]] = mapped_column(JSON_VALUE)
+    created_at: Mapped[datetime]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    __table_args__ = (
+        Index("ix_baselines_version_key_active", "version_key", "active"),
+    )
+
+
+class Snapshot(Base):
+    """A frozen set of source pages, to replay a pass against unchanged pages."""
+
+    __tablename__ = "snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime]
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class SnapshotPage(Base):
+    """One URL of a snapshot: its text (in ``pages``) or why it was skipped."""
+
+    __tablename__ = "snapshot_pages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    snapshot_id: Mapped[int] = mapped_column(
+        ForeignKey("snapshots.id", ondelete="CASCADE")
+    )
+    url: Mapped[str] = mapped_column(Text)
+    final_url: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    content_type: Mapped[str | None] = mapped_column(String(200))
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    boilerplate_share: Mapped[float | None] = mapped_column(Float)
+    fetched_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_snapshot_pages_snapshot_id", "snapshot_id"),)

@@ -1,0 +1,1 @@
+"""The code behind each `monitor` command; cli.py only parses flags."""

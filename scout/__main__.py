@@ -1,0 +1,109 @@
+"""``python -m scout "question"``: research one question and print the report.
+
+The plan is approved automatically unless ``--review`` is given, in which case
+the plan is shown and you answer approve, edit (type new queries) or reject.
+Model usage goes to the usage log for ``python -m scout.costs --last-run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import uuid
+
+from scout.config import get_settings
+from scout.errors import ScoutError
+
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m scout", description="Research one question with Scout."
+    )
+    parser.add_argument("question", help="the question to research")
+    parser.add_argument(
+        "--review",
+        action="store_true",
+        help="show the plan and wait for approve / edit / reject before researching",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser.parse_args(argv)
+
+
+def _ask_decision(plan: dict[str, list[str]]) -> dict[str, object]:
+    print("Plan:", file=sys.stderr)
+    for query in plan["queries"]:
+        print(f"  - {query}", file=sys.stderr)
+    answer = input("approve, edit or reject? [approve] ").strip().lower() or "approve"
+    if answer.startswith("e"):
+        queries = input("queries, separated by ';': ").split(";")
+        return {"action": "edit", "plan": {"queries": [q.strip() for q in queries]}}
+    if answer.startswith("r"):
+        return {"action": "reject", "reason": input("reason: ").strip()}
+    return {"action": "approve"}
+
+
+def research(question: str, *, review: bool) -> int:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from scout.agent import make_context, run_question
+    from scout.graph import build_graph
+    from scout.models import describe_backend
+    from scout.observability import UsageMeter, flush_traces
+
+    settings = get_settings()
+    print(describe_backend(settings), file=sys.stderr)
+    context = make_context(settings, auto_approve=not review)
+    graph = build_graph(InMemorySaver() if review else None)
+    meter = UsageMeter(log_path=settings.usage_log)
+    meter.start_log()
+    thread_id = f"cli-{uuid.uuid4().hex[:12]}"
+
+    try:
+        run = run_question(
+            question, thread_id=thread_id, context=context, graph=graph, meter=meter
+        )
+        while run.status == "awaiting_approval":
+            decision = _ask_decision(run.state["__interrupt__"][0].value["plan"])
+            run = run_question(
+                question,
+                thread_id=thread_id,
+                context=context,
+                graph=graph,
+                meter=meter,
+                resume=decision,
+            )
+    finally:
+        flush_traces()
+
+    if run.status == "rejected":
+        print(f"plan rejected: {run.state.get('rejection')}", file=sys.stderr)
+        return EXIT_REJECTED
+    print(run.report)
+    print(
+        f"\n({len(run.sources)} sources read, {run.worker_turns} worker turns, "
+        f"{run.seconds:.1f} s; usage in {settings.usage_log})",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return research(args.question, review=args.review)
+    except ScoutError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
