@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
 
@@ -364,8 +363,7 @@ class PassRunner:
             pages={page["url"]: page["text"] for page in agent_run.pages},
         )
         checks = run_checks(agent_run.report, agent_run.sources)
-        with metering(meter), in_node("judge"):
-            grading = self.prepared.judge.grade(item)
+        grading = self._grade(item, meter)
 
         seconds = _since(started)
         if not self._claim(question.id):
@@ -397,6 +395,20 @@ class PassRunner:
             scores={metric: s.value for metric, s in grading.scores.items()},
             judge_error=grading.error,
         )
+
+    def _grade(self, item: GradingInput, meter: UsageMeter) -> Grading:
+        """The judge's grading; a judge that raises leaves the report unscored."""
+        judge = self.prepared.judge
+        try:
+            with metering(meter), in_node("judge"):
+                return judge.grade(item)
+        except Exception as error:
+            logger.exception("the judge raised on %s", item.question.id)
+            return Grading.failed(
+                f"judge failed: {type(error).__name__}: {error}",
+                judge_model=judge.model,
+                judge_version=judge.version,
+            )
 
     def _result_row(
         self,
@@ -474,15 +486,3 @@ def score_rows(run_id: str, grading: Grading, attempt: int = 0) -> list[Score]:
 
 def _since(started: float) -> float:
     return time.perf_counter() - started
-
-
-def summary_fields(run: Run) -> dict[str, Any]:
-    """The run fields every summary prints."""
-    return {
-        "id": run.id,
-        "status": run.status,
-        "score": run.score,
-        "metric_means": run.metric_means,
-        "unscored": run.questions_unscored,
-        "failed": run.questions_failed,
-    }

@@ -11,15 +11,25 @@ import argparse
 import logging
 import sys
 import uuid
+from typing import NoReturn
 
 from scout.config import get_settings
 from scout.errors import ScoutError
 
-EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 3, 64
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a bad command line; here 2 is kept for alerts."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m scout", description="Research one question with Scout."
     )
     parser.add_argument("question", help="the question to research")

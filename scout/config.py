@@ -24,6 +24,10 @@ PROMPT_VERSION = "v1"
 
 OFFLINE_MODEL_NAME = "offline/extractive-1"
 
+# Usage rows of calls to a source rather than a model (the searcher's queries)
+# name the source with this prefix, so every node that ran shows in the cost table.
+SOURCE_CALL_PREFIX = "source:"
+
 # Illustrative prices in US dollars per million tokens (input, output). They are
 # not quotes from any provider: set SCOUT_MODEL_PRICES to your contract's figures.
 MODEL_PRICES: dict[str, tuple[float, float]] = {
@@ -90,7 +94,10 @@ class ScoutSettings(BaseSettings):
         return OFFLINE_MODEL_NAME if self.uses_offline_model else self.model
 
     def price_of(self, model: str) -> tuple[float, float] | None:
-        """Illustrative (input, output) dollars per million tokens, if known."""
+        """Illustrative (input, output) dollars per million tokens, if known.
+        A source call (``source:<name>``, a search) uses no tokens and is free."""
+        if model.startswith(SOURCE_CALL_PREFIX):
+            return (0.0, 0.0)
         prices = {**MODEL_PRICES, **self.model_prices}
         return prices.get(model)
 
