@@ -14,7 +14,13 @@ from typing import Annotated, Any
 
 import typer
 
+from monitor.commands import alerts as alerts_command
+from monitor.commands import baseline as baseline_command
+from monitor.commands import compare as compare_command
+from monitor.commands import rescore as rescore_command
 from monitor.commands import run as run_command
+from monitor.commands import sources as sources_command
+from monitor.commands import status as status_command
 
 EXIT_OK, EXIT_FAILED, EXIT_ALERT, EXIT_USAGE = 0, 1, 2, 64
 
@@ -26,12 +32,18 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Manage the results database.")
 app.add_typer(db_app, name="db")
+app.add_typer(sources_command.app, name="sources")
+app.add_typer(alerts_command.app, name="alerts")
+app.add_typer(baseline_command.app, name="baseline")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 # Each command's flags live beside its code in monitor/commands/; importing
 # those modules is cheap because they import their heavy libraries lazily.
 app.command()(run_command.run)
+app.command()(compare_command.compare)
+app.command()(rescore_command.rescore)
+app.command()(status_command.status)
 
 
 @app.command()

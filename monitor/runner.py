@@ -19,10 +19,11 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine
 
@@ -36,12 +37,19 @@ from scout.config import PROMPT_VERSION, ScoutSettings, get_settings
 from scout.errors import ConfigError, ScoutError
 from scout.gitinfo import git_revision
 from scout.graph import ScoutGraph
-from scout.observability import UsageMeter, in_node, metering, record_scores
+from scout.observability import (
+    UsageMeter,
+    UsageRow,
+    in_node,
+    metering,
+    record_scores,
+)
 from scout.state import ScoutContext
 
 logger = logging.getLogger(__name__)
 
 GraphFactory = Callable[[], ScoutGraph]
+Number = TypeVar("Number", int, float)
 
 
 @dataclass(frozen=True)
@@ -146,8 +154,12 @@ class PassRunner:
         *,
         on_question: Callable[[QuestionReport], None] | None = None,
         cancel: threading.Event | None = None,
+        owner: str | None = None,
     ) -> None:
         self.sessions = session_factory(engine)
+        # Who may still finish the run: a restart marks it abandoned only
+        # when this process is gone (see monitor.lease.owner_alive).
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.config = config
         self.prepared = prepared
         self.on_question = on_question or (lambda report: None)
@@ -165,7 +177,7 @@ class PassRunner:
             self.sessions,
             id=self.run_id,
             kind=self.config.kind,
-            owner=f"{socket.gethostname()}:{os.getpid()}",
+            owner=self.owner,
             prompt_version=PROMPT_VERSION,
             model=prepared.context.model.name,
             git_sha=sha,
@@ -190,6 +202,10 @@ class PassRunner:
         except Exception as failure:
             logger.exception("pass %s failed", self.run_id)
             status, error = "failed", f"{type(failure).__name__}: {failure}"
+        except BaseException:
+            # Ctrl-C or SIGTERM in `monitor run --once`: not a completed pass.
+            status, error = "aborted", "interrupted before the pass finished"
+            raise
         finally:
             run = finish_run(self.sessions, self.run_id, status=status, error=error)
             self._record_reported_models(run)
@@ -370,7 +386,9 @@ class PassRunner:
             return None
         insert_result(
             self.sessions,
-            self._result_row(question, "completed", seconds, agent_run, checks),
+            self._result_row(
+                question, "completed", seconds, agent_run, checks, usage=meter.rows
+            ),
             scores=score_rows(self.run_id, grading),
             usage=meter.rows,
             pages=agent_run.pages,
@@ -418,7 +436,10 @@ class PassRunner:
         agent_run: AgentRun | None = None,
         checks: dict[str, bool] | None = None,
         error: str | None = None,
+        usage: Sequence[UsageRow] = (),
     ) -> Result:
+        """The result row; its tokens and cost are those of its usage rows
+        (the agent's calls and the judge's), unknown when no call reported them."""
         return Result(
             run_id=self.run_id,
             question_id=question.id,
@@ -432,6 +453,9 @@ class PassRunner:
             worker_turns=agent_run.worker_turns if agent_run else None,
             trace_id=agent_run.trace_id if agent_run else None,
             duration_seconds=round(seconds, 3),
+            input_tokens=_known_sum(row.input_tokens for row in usage),
+            output_tokens=_known_sum(row.output_tokens for row in usage),
+            cost=_known_sum(row.cost for row in usage),
             finished_at=utcnow(),
         )
 
@@ -445,10 +469,11 @@ class PassRunner:
         if not self._claim(question.id):
             return None
         logger.warning("question %s failed: %s", question.id, reason)
+        usage = list(meter.rows) if meter else []
         insert_result(
             self.sessions,
-            self._result_row(question, "failed", seconds, error=reason),
-            usage=list(meter.rows) if meter else [],
+            self._result_row(question, "failed", seconds, error=reason, usage=usage),
+            usage=usage,
         )
         return QuestionReport(
             question_id=question.id, status="failed", seconds=seconds, error=reason
@@ -482,6 +507,12 @@ def score_rows(run_id: str, grading: Grading, attempt: int = 0) -> list[Score]:
             )
         )
     return rows
+
+
+def _known_sum(values: Iterable[Number | None]) -> Number | None:
+    """The sum of the known values; None when none is known (never a made-up 0)."""
+    known = [value for value in values if value is not None]
+    return sum(known) if known else None
 
 
 def _since(started: float) -> float:

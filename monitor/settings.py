@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scout.config import describe_validation_error
@@ -38,6 +38,43 @@ class MonitorSettings(BaseSettings):
         "scout.graph:build_graph",
         description="module:function that builds the graph to watch",
     )
+
+    # Alert rules and sinks (monitor/alerts/). The defaults of the two
+    # confidence settings and of baseline_runs are chosen by the alarm-quality
+    # simulation in monitor/alerts/simulate.py (figures in its docstring).
+    quality_confidence: float = Field(
+        0.90, gt=0.5, lt=1.0, description="one-sided confidence before paging"
+    )
+    quality_spread_runs: int = Field(
+        10, ge=2, description="runs whose per-question spread gives the SE"
+    )
+    version_key: Literal["prompt_version", "model", "git_sha"] = "prompt_version"
+    baseline_runs: int = Field(5, ge=1, description="previous version's runs")
+    regression_min_runs: int = Field(
+        3, ge=1, description="runs of the new version before it is compared"
+    )
+    regression_margin: float = Field(0.05, ge=0.0, le=1.0)
+    regression_confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    max_tokens: int | None = Field(None, ge=1, description="tokens per pass")
+    max_cost: float | None = Field(None, gt=0, description="cost per pass")
+    max_p95: float | None = Field(None, gt=0, description="seconds per question")
+    latency_runs: int = Field(10, ge=1, description="runs in the p95 window")
+    min_success_rate: float = Field(1.0, ge=0.0, le=1.0)
+    alert_cooldown: float = Field(
+        86400.0, gt=0, description="seconds (or 24h, 30m) before a reminder"
+    )
+    webhook_timeout: float = Field(10.0, gt=0, description="seconds per attempt")
+    webhook_attempts: int = Field(3, ge=1, description="tries per pass")
+
+    @field_validator("alert_cooldown", mode="before")
+    @classmethod
+    def _parse_cooldown(cls, value: object) -> object:
+        """Accept a duration such as 24h or 1h30m as well as seconds."""
+        if isinstance(value, str) and not value.strip().replace(".", "").isdigit():
+            from monitor.durations import parse_duration
+
+            return parse_duration(value, option="MONITOR_ALERT_COOLDOWN")
+        return value
 
     @property
     def sqlalchemy_url(self) -> str:

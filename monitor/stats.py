@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from statistics import fmean
+from statistics import NormalDist, fmean
+from typing import Any
 
 import numpy as np
 
@@ -168,6 +169,133 @@ def _permutation_deltas(
 
 
 def _normal_quantile(p: float) -> float:
-    from scipy.stats import norm
+    return NormalDist().inv_cdf(p)
 
-    return float(norm.ppf(p))
+
+# Alert statistics --------------------------------------------------------------
+#
+# The quality rule pages only when it is confident the rolling score is below
+# the threshold: when the one-sided upper confidence bound of the rolling mean
+# is. Its standard error comes from how much each question's score varies from
+# run to run (within question strata, over the last K runs), because the rolling
+# mean varies only through that: the questions are fixed.
+
+
+@dataclass(frozen=True)
+class RollingBound:
+    """The rolling mean of the newest run scores and how sure it is.
+
+    ``upper`` is the one-sided upper confidence bound; None (like ``se``) when
+    no question has two runs to show its spread. ``detectable`` is how far
+    below a threshold the true score must be for the bound to fall below it
+    with 80% probability at one evaluation.
+    """
+
+    mean: float
+    upper: float | None
+    se: float | None
+    window_runs: int
+    spread_runs: int
+    confidence: float
+    detectable: float | None
+
+
+def rolling_standard_errors(
+    question_scores: np.ndarray, window_runs: int | np.ndarray
+) -> np.ndarray:
+    """SE of a mean of ``window_runs`` run scores, from (..., K, Q) question scores.
+
+    Each question's variance across the K runs (NaN marks a missing score;
+    a question needs two) is summed over questions: the variance of one run's
+    score, the mean over Q questions, is that sum over Q squared. NaN where no
+    question has two scores.
+    """
+    present = ~np.isnan(question_scores)
+    values = np.where(present, question_scores, 0.0)
+    counts = present.sum(axis=-2)
+    means = values.sum(axis=-2) / np.maximum(counts, 1)
+    squares = (np.where(present, values - means[..., None, :], 0.0) ** 2).sum(axis=-2)
+    usable = counts >= 2
+    variances = np.where(usable, squares / np.maximum(counts - 1, 1), 0.0)
+    questions = usable.sum(axis=-1)
+    run_variance = variances.sum(axis=-1) / np.maximum(questions, 1) ** 2
+    se = np.sqrt(run_variance / window_runs)
+    return np.where(questions > 0, se, np.nan)
+
+
+def upper_bounds(means: Any, standard_errors: Any, confidence: float) -> Any:
+    """One-sided upper confidence bounds (normal approximation), elementwise."""
+    return np.asarray(means) + _normal_quantile(confidence) * np.asarray(
+        standard_errors
+    )
+
+
+def rolling_bound(
+    window_scores: Sequence[float],
+    spread: Sequence[RunScores],
+    confidence: float,
+) -> RollingBound:
+    """Rolling mean of ``window_scores`` (the newest W run scores) with its
+    one-sided upper bound; ``spread`` holds the question scores of the newest
+    K runs (K >= W gives the SE more degrees of freedom)."""
+    if not window_scores:
+        raise ValueError("the rolling window holds no scored run")
+
+    questions = sorted({q for run in spread for q in run})
+    table = np.array(
+        [[run.get(q, np.nan) for q in questions] for run in spread], float
+    ).reshape(len(spread), len(questions))
+    se = float(rolling_standard_errors(table, len(window_scores)))
+    mean = fmean(window_scores)
+    known = not np.isnan(se)
+    z = _normal_quantile(confidence)
+
+    return RollingBound(
+        mean=mean,
+        upper=float(upper_bounds(mean, se, confidence)) if known else None,
+        se=se if known else None,
+        window_runs=len(window_scores),
+        spread_runs=len(spread),
+        confidence=confidence,
+        detectable=(z + _normal_quantile(0.8)) * se if known else None,
+    )
+
+
+def stratified_permutation_batch(
+    baseline: np.ndarray,
+    current: np.ndarray,
+    *,
+    confidence: float,
+    resamples: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``stratified_permutation_test(..., alternative="less")`` for many data
+    sets at once, for simulation: returns (delta, high) per data set.
+
+    ``baseline`` is (T, runs, Q) and ``current`` (T, runs, Q) question scores,
+    none missing. A random relabelling within a question is a uniformly drawn
+    split of its pooled runs, so the splits are enumerated once (C(n, k) of
+    them: keep the sides small) and each resample draws one per question; the
+    same draws serve every data set. The bound is computed as in
+    ``stratified_permutation_test``.
+    """
+    from itertools import combinations
+
+    n_base, n_cur = baseline.shape[1], current.shape[1]
+    pooled = np.concatenate([baseline, current], axis=1)
+    splits = np.array(list(combinations(range(n_base + n_cur), n_cur)))
+    chosen = pooled[:, splits, :].sum(axis=2)  # (T, splits, Q)
+    total = pooled.sum(axis=1)[:, None, :]
+    split_deltas = chosen / n_cur - (total - chosen) / n_base
+
+    questions = pooled.shape[2]
+    draws = rng.integers(0, len(splits), size=(resamples, questions))
+    null = np.zeros((pooled.shape[0], resamples))
+    for q in range(questions):
+        null += split_deltas[:, draws[:, q], q]
+    null /= questions
+
+    observed = (current.mean(axis=1) - baseline.mean(axis=1)).mean(axis=1)
+    centred = null - null.mean(axis=1, keepdims=True)
+    high = observed - np.quantile(centred, 1.0 - confidence, axis=1)
+    return observed, high

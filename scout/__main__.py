@@ -58,11 +58,13 @@ def _ask_decision(plan: dict[str, list[str]]) -> dict[str, object]:
 def research(question: str, *, review: bool) -> int:
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from scout.agent import make_context, run_question
+    from scout.agent import checked_question, make_context, run_question
     from scout.graph import build_graph
     from scout.models import describe_backend
     from scout.observability import UsageMeter, flush_traces
 
+    # An empty question is refused before any model or corpus is set up.
+    question = checked_question(question)
     settings = get_settings()
     print(describe_backend(settings), file=sys.stderr)
     context = make_context(settings, auto_approve=not review)

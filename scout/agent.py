@@ -64,6 +64,13 @@ def trace_metadata(context: ScoutContext) -> dict[str, str]:
     }
 
 
+def checked_question(question: str) -> str:
+    """The question without surrounding blanks; an empty one is a ConfigError."""
+    if not question.strip():
+        raise ConfigError("the question is empty: pass the question to research")
+    return question.strip()
+
+
 def run_question(
     question: str,
     *,
@@ -77,9 +84,7 @@ def run_question(
     """Invoke the graph for ``question`` (or resume ``thread_id`` with a plan
     decision) and return the outcome. Raises :class:`RunLimitError` when the run
     hits its recursion limit."""
-    if not question.strip():
-        raise ConfigError("the question is empty: pass the question to research")
-
+    question = checked_question(question)
     settings = settings or get_settings()
     graph = graph if graph is not None else build_graph()
     meter = meter if meter is not None else UsageMeter()
@@ -88,7 +93,7 @@ def run_question(
         "configurable": {"thread_id": thread_id},
         "recursion_limit": settings.recursion_limit,
     }
-    graph_input: Any = {"question": question.strip()}
+    graph_input: Any = {"question": question}
     if resume is not None:
         from langgraph.types import Command
 

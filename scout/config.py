@@ -2,7 +2,8 @@
 
 Every setting is one environment variable under the ``SCOUT_`` prefix (a ``.env``
 file in the working directory is read too). ``NVIDIA_API_KEY`` is accepted as the
-key when ``SCOUT_API_KEY`` is not set, since NVIDIA NIM is the default endpoint.
+key when ``SCOUT_API_KEY`` is not set, since NVIDIA NIM is the default endpoint,
+and ``TAVILY_API_KEY`` likewise when ``SCOUT_TAVILY_API_KEY`` is not set.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ MODEL_PRICES: dict[str, tuple[float, float]] = {
 
 DEFAULT_BASE_URL = "https://integrate.api.nvidia.com/v1"
 DEFAULT_MODEL = "nvidia/nemotron-3-nano-30b-a3b"
+DEFAULT_TAVILY_URL = "https://api.tavily.com/search"
+DEFAULT_USER_AGENT = "scout-monitor/0.1 (Scout research agent; web reader)"
 
 
 def _default_cache_dir() -> Path:
@@ -75,11 +78,32 @@ class ScoutSettings(BaseSettings):
     usage_log: Path = Path("runs/last_run.jsonl")
     model_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
 
+    # The web source (SCOUT_SOURCES=web) and source snapshots.
+    web_search: Literal["auto", "searxng", "tavily"] = Field(
+        "auto", description="search API; auto: SearXNG if its URL is set, else Tavily"
+    )
+    searxng_url: str | None = Field(None, description="SearXNG instance (JSON API)")
+    tavily_api_key: SecretStr | None = None
+    tavily_url: str = DEFAULT_TAVILY_URL
+    fetch_timeout: float = Field(15.0, gt=0, description="seconds per page fetch")
+    max_page_bytes: int = Field(5_000_000, gt=0, description="page size cap")
+    user_agent: str = DEFAULT_USER_AGENT
+    snapshot_id: int | None = Field(
+        None, ge=1, description="snapshot to replay; default the newest"
+    )
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _fall_back_to_nvidia_key(cls, value: object) -> object:
         if value in (None, ""):
             return os.environ.get("NVIDIA_API_KEY") or None
+        return value
+
+    @field_validator("tavily_api_key", mode="before")
+    @classmethod
+    def _fall_back_to_tavily_key(cls, value: object) -> object:
+        if value in (None, ""):
+            return os.environ.get("TAVILY_API_KEY") or None
         return value
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from monitor.store.models import Run
@@ -71,17 +72,18 @@ def history_command(*, limit: int, as_json: bool) -> int:
 
     from monitor.settings import get_monitor_settings
     from monitor.store.db import open_database, session_factory
-    from monitor.store.queries import recent_runs
+    from monitor.store.queries import history_runs
 
     engine = open_database(get_monitor_settings(), create=False)
     with session_factory(engine)() as session:
-        runs = recent_runs(session, limit)
+        runs = history_runs(session, limit)
 
     if as_json:
         print(json.dumps([run_summary(run) for run in runs], indent=2))
         return EXIT_OK
 
-    table = Table(title=f"last {len(runs)} runs, newest first")
+    passes = [run for run in runs if run.kind != "rescore"]
+    table = Table(title=f"last {len(passes)} runs, newest first, rescores under them")
     for column in (
         "started (UTC)",
         "id",
@@ -97,12 +99,13 @@ def history_command(*, limit: int, as_json: bool) -> int:
         "change",
     ):
         table.add_column(column)
-    for index, run in enumerate(runs):
-        older = runs[index + 1] if index + 1 < len(runs) else None
+    for run in runs:
+        older = _compared_with(run, runs, passes)
         means = run.metric_means or {}
+        rescore = run.kind == "rescore"
         table.add_row(
             f"{run.started_at:%Y-%m-%d %H:%M}",
-            run.id,
+            ("  ↳ " if rescore else "") + run.id,
             run.kind,
             run.status,
             _fmt(run.score),
@@ -114,8 +117,18 @@ def history_command(*, limit: int, as_json: bool) -> int:
             run.git_sha[:8] + ("*" if run.git_dirty else ""),
             version_marker(run, older),
         )
-    Console().print(table)
+    # Piped output is not cut to 80 columns, so the ids stay whole in logs.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     return EXIT_OK
+
+
+def _compared_with(run: Run, runs: list[Run], passes: list[Run]) -> Run | None:
+    """What a row's version marker compares with: a pass, the next older pass;
+    a rescore, the pass it re-grades (so a judge change shows)."""
+    if run.kind == "rescore":
+        return next((r for r in runs if r.id == run.parent_run_id), None)
+    index = passes.index(run)
+    return passes[index + 1] if index + 1 < len(passes) else None
 
 
 def detail_json(detail: ResultDetail) -> dict[str, Any]:
@@ -159,6 +172,7 @@ def detail_json(detail: ResultDetail) -> dict[str, Any]:
 
 def show_command(run_id: str, *, as_json: bool) -> int:
     from monitor.settings import get_monitor_settings
+    from monitor.snapshots import source_drift
     from monitor.store.db import open_database, session_factory
     from monitor.store.queries import get_run, run_details
 
@@ -166,16 +180,38 @@ def show_command(run_id: str, *, as_json: bool) -> int:
     with session_factory(engine)() as session:
         run = get_run(session, run_id)
         details = run_details(session, run)
+        drift = source_drift(session, run)
 
     if as_json:
-        payload = run_summary(run) | {"results": [detail_json(d) for d in details]}
-        print(json.dumps(payload, indent=2))
+        results = [
+            detail_json(d) | {"source_drift": drift.get(d.result.question_id)}
+            for d in details
+        ]
+        print(json.dumps(run_summary(run) | {"results": results}, indent=2))
         return EXIT_OK
-    _print_run(run, details)
+    _print_run(run, details, drift)
     return EXIT_OK
 
 
-def _print_run(run: Run, details: list[ResultDetail]) -> None:
+def drift_line(drift: dict[str, Any] | None) -> str | None:
+    """Source drift of one question: pages changed since the baseline pass, and
+    how much of the fetched markup was boilerplate (web pages only)."""
+    if not drift or not drift.get("sources"):
+        return None
+    line = f"  sources: {drift['sources']} read"
+    if drift.get("baseline_run_id"):
+        line += (
+            f", {drift['changed']} of {drift['compared']} changed content since "
+            f"run {drift['baseline_run_id']}"
+        )
+    if drift.get("boilerplate_share") is not None:
+        line += f", boilerplate {drift['boilerplate_share']:.0%} of the page text"
+    return line
+
+
+def _print_run(
+    run: Run, details: list[ResultDetail], drift: dict[str, dict[str, Any]]
+) -> None:
     from rich.console import Console
 
     console = Console(highlight=False)
@@ -189,6 +225,9 @@ def _print_run(run: Run, details: list[ResultDetail]) -> None:
             f"\n[bold]{result.question_id}[/] {result.status}  "
             f"{_fmt(result.duration_seconds, '.1f')} s  trace {result.trace_id or '-'}"
         )
+        sources = drift_line(drift.get(result.question_id))
+        if sources:
+            console.print(sources, markup=False)
         if result.error:
             console.print(f"  error: {result.error}", markup=False)
         for name, ok in (result.checks or {}).items():

@@ -6,9 +6,12 @@ import logging
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.runner import PassConfig, PassReport, PassRunner, QuestionReport
+
+if TYPE_CHECKING:
+    from monitor.alerts import AlertOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +105,27 @@ def _progress(total: int) -> tuple[AbstractContextManager[Any], Any]:
     return progress, progress
 
 
-def run_once_command(**flags: Any) -> int:
-    from monitor.alerts import quality_findings
+def run_once_command(
+    *,
+    window: int | None = None,
+    quality_confidence: float | None = None,
+    version_key: str | None = None,
+    baseline_runs: int | None = None,
+    regression_margin: float | None = None,
+    regression_confidence: float | None = None,
+    max_tokens: int | None = None,
+    max_cost: float | None = None,
+    max_p95: float | None = None,
+    min_success_rate: float | None = None,
+    **flags: Any,
+) -> int:
+    """One pass, then the alert rules. The keyword arguments before ``flags``
+    override the MONITOR_* alert settings (None keeps the setting); ``flags``
+    are those of :func:`pass_config`."""
+    from monitor.alerts import alert_options, process_pass_alerts
     from monitor.runner import prepare_pass
     from monitor.settings import get_monitor_settings
-    from monitor.store.db import open_database, session_factory
+    from monitor.store.db import open_database
     from scout.models import describe_backend
     from scout.observability import flush_traces
 
@@ -144,16 +163,49 @@ def run_once_command(**flags: Any) -> int:
         flush_traces()
 
     print_summary(result)
+    options = alert_options(
+        window=window,
+        quality_confidence=quality_confidence,
+        version_key=version_key,
+        baseline_runs=baseline_runs,
+        regression_margin=regression_margin,
+        regression_confidence=regression_confidence,
+        max_tokens=max_tokens,
+        max_cost=max_cost,
+        max_p95=max_p95,
+        min_success_rate=min_success_rate,
+    )
+    outcome = process_pass_alerts(engine, result.run, options)
+    code = report_alerts(outcome)
     if result.run.status == "failed":
         print(f"error: the pass failed: {result.run.error}", file=sys.stderr)
         return EXIT_FAILED
-    with session_factory(engine)() as session:
-        findings = quality_findings(session, result.run, settings.rolling_window)
-    for finding in findings:
+    return code
+
+
+def report_alerts(outcome: AlertOutcome) -> int:
+    """``ALERT:`` lines on stderr, a one-line notice summary; the exit code."""
+    for finding in outcome.firing:
         print(f"ALERT: {finding.line}", file=sys.stderr)
-    if findings:
+    for error in outcome.delivery_errors:
+        print(
+            f"warning: notice not delivered, kept for the next pass: {error}",
+            file=sys.stderr,
+        )
+    if (
+        outcome.opened
+        or outcome.reminded
+        or outcome.resolved
+        or outcome.notices_pending
+    ):
+        print(
+            f"Alerts: {len(outcome.firing)} firing ({len(outcome.opened)} new, "
+            f"{len(outcome.reminded)} reminders, {len(outcome.resolved)} resolved); "
+            f"notices {outcome.notices_sent} sent, {outcome.notices_pending} pending"
+        )
+    if outcome.firing:
         return EXIT_ALERT
-    print("OK: quality above threshold.")
+    print("OK: no alert firing.")
     return EXIT_OK
 
 

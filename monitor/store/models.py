@@ -127,6 +127,7 @@ class Run(Base):
     )
 
     __table_args__ = (
+        Index("ix_runs_started_at", "started_at"),
         Index("ix_runs_status_started_at", "status", "started_at"),
         Index("ix_runs_prompt_version_started_at", "prompt_version", "started_at"),
         Index("ix_runs_model_started_at", "model", "started_at"),

@@ -23,6 +23,20 @@ def unread_hits(state: ScoutState, limit: int) -> list[Hit]:
     return sorted(fresh, key=lambda hit: -hit["score"])[:limit]
 
 
+def source_ref(page: Page) -> SourceRef:
+    """What the run keeps of a page; a web page also keeps how much of its
+    markup was boilerplate, a figure of source drift."""
+    ref: SourceRef = {
+        "url": page["url"],
+        "title": page["title"],
+        "content_hash": page["content_hash"],
+    }
+    share = page.get("boilerplate_share")
+    if share is not None:
+        ref["boilerplate_share"] = share  # type: ignore[typeddict-unknown-key]
+    return ref
+
+
 @trace_node("reader")
 def reader(state: ScoutState, runtime: Runtime[ScoutContext]) -> dict[str, Any]:
     context = runtime.context
@@ -45,10 +59,7 @@ def reader(state: ScoutState, runtime: Runtime[ScoutContext]) -> dict[str, Any]:
             for text in passages
         ]
 
-    sources: list[SourceRef] = [
-        {"url": p["url"], "title": p["title"], "content_hash": p["content_hash"]}
-        for p in pages
-    ]
+    sources = [source_ref(page) for page in pages]
     return {
         "pages": pages,
         "sources": sources,
