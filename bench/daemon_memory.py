@@ -111,10 +111,13 @@ def sample_while_running(daemon: Daemon, passes: int) -> dict[int, float]:
             print(
                 f"after {done:4d} passes: {samples[done]:7.1f} MB  ({elapsed:5.0f} s)"
             )
-    gc.collect()
-    samples[passes] = resident_mb()
-    elapsed = time.monotonic() - started
-    print(f"after {passes:4d} passes: {samples[passes]:7.1f} MB  ({elapsed:5.0f} s)")
+    if passes not in samples:  # the last pass ended between two looks
+        gc.collect()
+        samples[passes] = resident_mb()
+        elapsed = time.monotonic() - started
+        print(
+            f"after {passes:4d} passes: {samples[passes]:7.1f} MB  ({elapsed:5.0f} s)"
+        )
     return samples
 
 

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
@@ -69,6 +69,9 @@ from monitor.store.models import Run, Worker, utcnow
 from monitor.store.writes import finish_run
 from scout.errors import ConfigError
 
+if TYPE_CHECKING:
+    from monitor.alerts import AlertOutcome
+
 logger = logging.getLogger(__name__)
 
 JOB_ID = "pass"
@@ -79,9 +82,10 @@ DEFAULT_GRACE_S = 60.0
 # After the grace, how long an aborted pass may take to record itself.
 ABORT_WAIT_S = 30.0
 WORKER_ROWS_KEPT = timedelta(days=30)
+GRID_TOLERANCE_S = 0.001
 
 Clock = Callable[[], datetime]
-AlertHook = Callable[[Engine, Run], list[str]]
+AlertHook = Callable[[Engine, Run], "AlertOutcome"]
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,14 @@ def next_due(
     return max(due, now)
 
 
+def grid_step(moment: datetime, start: datetime, interval: float) -> int:
+    """Which interval after ``start`` a (possibly jittered) tick belongs to. A
+    millisecond of tolerance keeps a tick rounded to just before its grid point
+    on that point: stepping back would fire the same tick forever."""
+    elapsed = (moment - start).total_seconds()
+    return math.floor((elapsed + GRID_TOLERANCE_S) / interval)
+
+
 class GridIntervalTrigger(IntervalTrigger):
     """An interval trigger whose jitter does not accumulate.
 
@@ -155,8 +167,7 @@ class GridIntervalTrigger(IntervalTrigger):
             fire: datetime | None = super().get_next_fire_time(previous_fire_time, now)
             return fire
 
-        elapsed = (previous_fire_time - self.start_date).total_seconds()
-        step = math.floor(elapsed / self.interval_length) + 1
+        step = grid_step(previous_fire_time, self.start_date, self.interval_length) + 1
         fire = self.start_date + timedelta(seconds=step * self.interval_length)
         fire += timedelta(seconds=random.uniform(0, self.jitter))
         if self.end_date and fire > self.end_date:
@@ -217,14 +228,12 @@ class TickCounts:
         return self.missed + self.coalesced
 
 
-def quality_alert_lines(engine: Engine, run: Run) -> list[str]:
-    """The default alert hook: the alert rules' firing lines for ``run``."""
-    from monitor.alerts import AlertOptions, process_pass_alerts
-    from monitor.settings import get_monitor_settings
+def pass_alerts(engine: Engine, run: Run) -> AlertOutcome:
+    """The default alert hook: the alert rules with the MONITOR_* alert settings,
+    alerts recorded and deduplicated, due notices delivered to the sinks."""
+    from monitor.alerts import process_pass_alerts
 
-    window = get_monitor_settings().rolling_window
-    outcome = process_pass_alerts(engine, run, AlertOptions(window=window))
-    return [finding.line for finding in outcome.firing]
+    return process_pass_alerts(engine, run)
 
 
 class Daemon:
@@ -241,7 +250,7 @@ class Daemon:
         prepared: PreparedPass,
         schedule: Schedule,
         *,
-        alerts: AlertHook = quality_alert_lines,
+        alerts: AlertHook = pass_alerts,
         clock: Clock = utcnow,
     ) -> None:
         self.engine = engine
@@ -273,7 +282,8 @@ class Daemon:
         self._lease_lock = threading.Lock()
         self._current_run: str | None = None
         self._last_run: str | None = None
-        self._last_tick: datetime | None = None
+        self._first_due: datetime | None = None
+        self._last_step: int | None = None
 
     # Lifecycle ---------------------------------------------------------------
 
@@ -297,6 +307,7 @@ class Daemon:
         due = next_due(last, self.schedule.interval, now)
         self._register(now, due)
 
+        self._first_due = due
         self._scheduler = self._make_scheduler(due)
         self._scheduler.start()
         self._state = "idle"
@@ -430,7 +441,7 @@ class Daemon:
         )
         scheduler.add_job(
             self._tick,
-            trigger=make_trigger(self.schedule, due),
+            trigger=make_trigger(self.schedule, due),  # its grid starts at due
             id=JOB_ID,
             name="monitor pass",
             next_run_time=due,
@@ -476,12 +487,15 @@ class Daemon:
 
     def _count_merged_ticks(self, scheduled: datetime) -> None:
         """Coalescing hands over only the newest of several overdue ticks; count
-        the ones in between from the gap since the previous tick."""
-        previous, self._last_tick = self._last_tick, scheduled
+        the ones in between from the grid steps since the previous tick (the
+        jitter, under half an interval, never moves a tick off its step)."""
+        if self._first_due is None:
+            return
+        step = grid_step(scheduled, self._first_due, self.schedule.interval)
+        previous, self._last_step = self._last_step, step
         if previous is None:
             return
-        gap = (scheduled - previous).total_seconds() / self.schedule.interval
-        merged = round(gap) - 1
+        merged = step - previous - 1
         if merged > 0:
             self.counts.coalesced += merged
             logger.warning(
@@ -619,15 +633,37 @@ class Daemon:
 
     def _raise_alerts(self, run: Run) -> None:
         try:
-            lines = self.alerts(self.engine, run)
+            outcome = self.alerts(self.engine, run)
         except Exception as error:
             logger.exception("the alert rules failed on pass %s: %s", run.id, error)
             return
-        for line in lines:
+
+        opened = {finding.line for finding in outcome.opened}
+        for finding in outcome.firing:
+            new = finding.line in opened
+            logger.log(
+                logging.WARNING if new else logging.INFO,
+                "alert %s: %s",
+                "raised" if new else "still firing",
+                finding.line,
+                extra=event(
+                    "alert_raised" if new else "alert_firing",
+                    run=run.id,
+                    rule=finding.rule,
+                    alert=finding.line,
+                ),
+            )
+        for resolved in outcome.resolved:
+            logger.info(
+                "alert resolved: %s",
+                resolved,
+                extra=event("alert_resolved", run=run.id, alert=resolved),
+            )
+        for problem in outcome.delivery_errors:
             logger.warning(
-                "alert raised: %s",
-                line,
-                extra=event("alert_raised", run=run.id, alert=line),
+                "alert notice not delivered, kept for the next pass: %s",
+                problem,
+                extra=event("alert_undelivered", run=run.id, error=problem),
             )
 
     # Heartbeat ---------------------------------------------------------------

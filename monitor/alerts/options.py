@@ -18,7 +18,12 @@ from monitor.store.models import utcnow
 
 @dataclass(frozen=True)
 class AlertOptions:
-    """Rule and sink settings; the defaults are those of MonitorSettings."""
+    """Rule and sink settings; the defaults are those of MonitorSettings.
+
+    Build it with :func:`alert_options`, which reads the MONITOR_* variables:
+    ``AlertOptions()`` alone ignores them, so it has no webhook and no budget
+    limits. ``process_pass_alerts(engine, run)`` does the right thing.
+    """
 
     # Quality: the rolling score of the last ``window`` runs.
     threshold: float | None = None  # None: the run's own threshold

@@ -15,7 +15,7 @@ the record.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from monitor.alerts.options import AlertOptions
@@ -115,7 +115,7 @@ class WebhookSink:
     """POSTs the payload as JSON; retries timeouts, connection errors, 429 and
     5xx within one delivery (tenacity), then gives up until the next pass."""
 
-    url: str
+    url: str = field(repr=False)
     timeout: float = 10.0
     attempts: int = 3
     backoff: float = 0.5
@@ -160,6 +160,8 @@ class WebhookSink:
 
     def _describe(self, error: BaseException) -> str:
         detail = redact(str(error), self._secrets)
+        if isinstance(error, _Rejected):
+            return detail
         return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
 
     def _log_retry(self, state: Any) -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOG_FORMATS = ("plain", "json")
+VERSION_KEYS = ("prompt_version", "model", "git_sha")
 EXIT_INTERRUPTED = 130
 
 
@@ -63,6 +64,39 @@ def run(
     question_timeout: Annotated[
         float | None, typer.Option(min=0.001, help="Seconds allowed per question.")
     ] = None,
+    window: Annotated[
+        int | None, typer.Option(min=1, help="Runs in the rolling quality score.")
+    ] = None,
+    quality_confidence: Annotated[
+        float | None,
+        typer.Option(min=0.5, max=0.999, help="How sure before a quality page."),
+    ] = None,
+    version_key: Annotated[
+        str | None, typer.Option(help="Regression by prompt_version, model, git_sha.")
+    ] = None,
+    baseline_runs: Annotated[
+        int | None, typer.Option(min=1, help="Previous version's runs compared.")
+    ] = None,
+    regression_margin: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Smallest drop that pages.")
+    ] = None,
+    regression_confidence: Annotated[
+        float | None,
+        typer.Option(min=0.5, max=0.999, help="How sure before a regression page."),
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Budget: tokens per pass.")
+    ] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(min=0.0, help="Budget: est. cost per pass.")
+    ] = None,
+    max_p95: Annotated[
+        float | None, typer.Option(min=0.0, help="Budget: p95 seconds per question.")
+    ] = None,
+    min_success_rate: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Share of questions that must grade."),
+    ] = None,
 ) -> None:
     """Replay the golden subset through the agent, grade it, store it, alert."""
     if every is not None and once:
@@ -73,6 +107,22 @@ def run(
         raise typer.BadParameter(f"--judge {judge!r}: use auto, offline or llm")
     if log_format not in LOG_FORMATS:
         raise typer.BadParameter(f"--log-format {log_format!r}: use plain or json")
+    if version_key is not None and version_key not in VERSION_KEYS:
+        raise typer.BadParameter(
+            f"--version-key {version_key!r}: use {', '.join(VERSION_KEYS)}"
+        )
+    alert_flags: dict[str, Any] = {
+        "window": window,
+        "quality_confidence": quality_confidence,
+        "version_key": version_key,
+        "baseline_runs": baseline_runs,
+        "regression_margin": regression_margin,
+        "regression_confidence": regression_confidence,
+        "max_tokens": max_tokens,
+        "max_cost": max_cost,
+        "max_p95": max_p95,
+        "min_success_rate": min_success_rate,
+    }
 
     flags: dict[str, Any] = {
         "threshold": threshold,
@@ -84,10 +134,14 @@ def run(
     }
     timeout = _duration(pass_timeout, "--pass-timeout")
     if every is None:
-        raise typer.Exit(once_command(log_format, timeout, flags))
+        raise typer.Exit(once_command(log_format, timeout, flags, alert_flags))
 
     schedule = _schedule(every, jitter, timeout, grace)
-    raise typer.Exit(daemon_command(schedule, log_format=log_format, flags=flags))
+    raise typer.Exit(
+        daemon_command(
+            schedule, log_format=log_format, flags=flags, alert_flags=alert_flags
+        )
+    )
 
 
 def _duration(text: str | None, option: str) -> float | None:
@@ -121,10 +175,14 @@ def _schedule(
 
 
 def once_command(
-    log_format: str, pass_timeout: float | None, flags: dict[str, Any]
+    log_format: str,
+    pass_timeout: float | None,
+    flags: dict[str, Any],
+    alert_flags: dict[str, Any],
 ) -> int:
-    """One pass under the pass lease."""
-    from monitor.commands.run_once import run_once_command
+    """One pass under the pass lease. The golden set, settings, model and judge
+    are checked before the database is opened, so a bad input writes nothing."""
+    from monitor.commands.run_once import pass_config, run_once_command
     from monitor.lease import (
         ONCE_HEARTBEAT_S,
         STALE_HEARTBEATS,
@@ -133,6 +191,7 @@ def once_command(
         this_process,
     )
     from monitor.logs import configure_logging
+    from monitor.runner import prepare_pass
     from monitor.settings import get_monitor_settings
     from monitor.store.db import open_database
 
@@ -140,6 +199,7 @@ def once_command(
     _interrupt_on_sigterm()
     if pass_timeout is not None:
         flags = {**flags, "pass_timeout": pass_timeout}
+    prepared = prepare_pass(pass_config(**flags))
     engine = open_database(get_monitor_settings(), create=True)
     lease = DatabaseLease(
         engine, this_process(), ttl=STALE_HEARTBEATS * ONCE_HEARTBEAT_S
@@ -147,7 +207,7 @@ def once_command(
     try:
         with lease.held(renew_every=ONCE_HEARTBEAT_S):
             abandon_dead_runs(engine)
-            return run_once_command(**flags)
+            return run_once_command(prepared=prepared, **alert_flags, **flags)
     except KeyboardInterrupt:
         print(
             "error: interrupted: the pass in flight was recorded aborted, "
@@ -171,9 +231,16 @@ def _interrupt_on_sigterm() -> None:
 
 
 def daemon_command(
-    schedule: Schedule, *, log_format: str, flags: dict[str, Any]
+    schedule: Schedule,
+    *,
+    log_format: str,
+    flags: dict[str, Any],
+    alert_flags: dict[str, Any],
 ) -> int:
     """Run passes on a schedule until SIGTERM or SIGINT; exit 0 when stopped."""
+    from functools import partial
+
+    from monitor.alerts import alert_options, process_pass_alerts
     from monitor.commands.run_once import pass_config
     from monitor.logs import configure_logging
     from monitor.runner import prepare_pass
@@ -185,7 +252,9 @@ def daemon_command(
     config = pass_config(**flags, kind="scheduled")
     prepared = prepare_pass(config)
     engine = open_database(get_monitor_settings(), create=True)
-    daemon = Daemon(engine, config, prepared, schedule)
+    options = alert_options(**alert_flags)
+    alerts = partial(process_pass_alerts, options=options)
+    daemon = Daemon(engine, config, prepared, schedule, alerts=alerts)
     code = daemon.run()
     if not daemon.idle.is_set():
         # The pass thread ignored its cancel; its pool would block the exit.

@@ -8,7 +8,13 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.runner import PassConfig, PassReport, PassRunner, QuestionReport
+from monitor.runner import (
+    PassConfig,
+    PassReport,
+    PassRunner,
+    PreparedPass,
+    QuestionReport,
+)
 
 if TYPE_CHECKING:
     from monitor.alerts import AlertOutcome
@@ -117,6 +123,7 @@ def run_once_command(
     max_cost: float | None = None,
     max_p95: float | None = None,
     min_success_rate: float | None = None,
+    prepared: PreparedPass | None = None,
     **flags: Any,
 ) -> int:
     """One pass, then the alert rules. The keyword arguments before ``flags``
@@ -134,7 +141,7 @@ def run_once_command(
     )
     settings = get_monitor_settings()
     config = pass_config(**flags)
-    prepared = prepare_pass(config)
+    prepared = prepared or prepare_pass(config)
     engine = open_database(settings, create=True)
 
     print(describe_backend(prepared.scout_settings))

@@ -61,7 +61,9 @@ def store_pages(session: Session, pages: Sequence[Page]) -> None:
     """Keep each page text once per content hash, for rescoring later.
 
     Questions of one pass often read the same page at the same moment, so the
-    insert skips a hash that another transaction stored first.
+    insert skips a hash that another transaction stored first. Rows go in hash
+    order, so two transactions never wait on each other's rows in opposite
+    orders (a deadlock on Postgres).
     """
     rows = {
         page["content_hash"]: {
@@ -83,7 +85,7 @@ def store_pages(session: Session, pages: Sequence[Page]) -> None:
     statement = upsert(PageText).on_conflict_do_nothing(
         index_elements=[PageText.content_hash]
     )
-    session.execute(statement, list(rows.values()))
+    session.execute(statement, [rows[key] for key in sorted(rows)])
 
 
 def insert_result(

@@ -330,8 +330,10 @@ class FakeOpenAI:
             include_usage = bool(
                 (body.get("stream_options") or {}).get("include_usage")
             )
-            return FakeResponse(stream_chunks=as_stream(answer, include_usage))
-        return FakeResponse(body=answer)
+            return FakeResponse(
+                stream_chunks=as_stream(answer, include_usage), delay=self.latency
+            )
+        return FakeResponse(body=answer, delay=self.latency)
 
     def start(self) -> FakeOpenAI:
         self._server = _Server(("127.0.0.1", 0), _Handler)

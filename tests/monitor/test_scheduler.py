@@ -22,10 +22,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_SUBMITTED,
+    JobSubmissionEvent,
+)
 from sqlalchemy import Engine, select
 
 from monitor.lease import (
@@ -139,6 +145,17 @@ def test_jitter_delays_each_tick_without_drifting_the_schedule() -> None:
         delays.append((fire - start).total_seconds() - 60.0 * step)
 
     assert all(0.0 <= delay <= 20.0 for delay in delays)
+
+
+def test_a_jittered_tick_rounded_to_just_before_its_grid_point_moves_on() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    trigger = make_trigger(Schedule(60.0, jitter=10.0), start)
+    rounded_early = start + timedelta(seconds=120) - timedelta(microseconds=1)
+
+    fire = trigger.get_next_fire_time(rounded_early, rounded_early)
+
+    assert fire is not None
+    assert start + timedelta(seconds=180) <= fire <= start + timedelta(seconds=190)
 
 
 def test_a_jitter_over_half_the_interval_is_one_clear_error() -> None:
@@ -475,6 +492,56 @@ def test_a_tick_skips_while_another_process_holds_the_lease(engine: Engine) -> N
     assert daemon.passes_run == 0 and daemon.counts.lease_held == 1
 
 
+def test_ticks_merged_by_coalescing_or_skipped_during_a_pass_are_counted(
+    engine: Engine,
+) -> None:
+    daemon = TickOnly(engine, interval=60.0)
+    due = datetime(2026, 1, 1, tzinfo=UTC)
+    daemon._first_due = due
+
+    def tick(code: int, minutes: int) -> JobSubmissionEvent:
+        return JobSubmissionEvent(
+            code, "pass", "default", [due + timedelta(minutes=minutes)]
+        )
+
+    daemon._on_job_event(tick(EVENT_JOB_SUBMITTED, 0))
+    daemon._on_job_event(tick(EVENT_JOB_MAX_INSTANCES, 1))  # a pass still running
+    daemon._on_job_event(tick(EVENT_JOB_SUBMITTED, 5))  # ticks 2-4 came due together
+
+    assert daemon.counts.coalesced == 1 + 3
+    assert daemon.counts.skipped == 4
+
+
+def test_new_alerts_are_logged_raised_and_open_ones_still_firing(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    from monitor.alerts import AlertOutcome, Finding
+
+    old = Finding(rule="cost", message="cost over budget", scenario=3)
+    new = Finding(rule="quality", message="score below threshold", scenario=1)
+    outcome = AlertOutcome(
+        firing=[old, new], opened=[new], delivery_errors=["webhook: HTTP 500"]
+    )
+    daemon = Daemon(
+        engine,
+        PassConfig(golden_file=DEFAULT_GOLDEN_FILE),
+        cast(PreparedPass, None),
+        Schedule(60.0),
+        alerts=lambda engine, run: outcome,
+    )
+
+    with caplog.at_level(logging.INFO, logger="monitor.scheduler"):
+        daemon._raise_alerts(cast(Run, SimpleNamespace(id="r-9")))
+
+    events = [(r.levelname, getattr(r, "event", None)) for r in caplog.records]
+    assert events == [
+        ("INFO", "alert_firing"),
+        ("WARNING", "alert_raised"),
+        ("WARNING", "alert_undelivered"),
+    ]
+    assert new.line in caplog.records[1].getMessage()
+
+
 # The daemon as a process -------------------------------------------------------
 
 
@@ -641,16 +708,22 @@ def test_sigterm_mid_pass_records_it_aborted_keeps_its_questions_and_exits_0(
 
 
 @pytest.mark.slow
-def test_sigterm_lets_the_pass_in_flight_finish_within_its_grace(
+def test_sigint_lets_the_pass_in_flight_finish_and_raise_its_alert_in_the_grace(
     launch: Any, home_db: Engine
 ) -> None:
-    daemon = launch("--every", "1m", "--grace", "30s", MONITOR_TEST_SLEEP="1")
+    # The offline agent scores about 0.98: a 0.99 threshold raises an alert.
+    daemon = launch(
+        "--every", "1m", "--grace", "30s", "--threshold", "0.99",
+        MONITOR_TEST_SLEEP="1",
+    )  # fmt: skip
     daemon.wait_for("pass_started")
 
     assert daemon.stop(signal.SIGINT) == 0
 
     (run,) = runs(home_db)
     assert run.status == "completed" and stored_results(home_db, run.id) == 5
+    (raised,) = daemon.named("alert_raised")
+    assert raised["run"] == run.id and "below threshold 0.99" in raised["alert"]
 
 
 @pytest.mark.slow
