@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from monitor.settings import MonitorSettings, get_monitor_settings
-from monitor.store.db import parse_url, render_url, upgrade_database
+from monitor.store.db import make_engine, parse_url, render_url, upgrade_database
 from scout.config import ScoutSettings, get_settings
 
 DEFAULT_TEST_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -135,3 +135,14 @@ def migrated_db_url(db_url: str) -> str:
     """``db_url`` migrated up to the head revision."""
     upgrade_database(db_url)
     return db_url
+
+
+@pytest.fixture
+def engine(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """An engine on a migrated database that the monitor's settings point at too,
+    so commands run in-process read the same database."""
+    monkeypatch.setenv("MONITOR_DATABASE_URL", migrated_db_url)
+    get_monitor_settings.cache_clear()
+    engine = make_engine(migrated_db_url)
+    yield engine
+    engine.dispose()

@@ -20,8 +20,6 @@ from sqlalchemy import Engine
 
 from monitor.alerts import process_pass_alerts
 from monitor.cli import main as monitor_main
-from monitor.settings import get_monitor_settings
-from monitor.store.db import make_engine
 from tests.conftest import clear_settings_caches
 from tests.monitor.test_alerts_lifecycle import SECRET_PATH, WebhookReceiver
 from tests.monitor.test_alerts_rules import History, options
@@ -61,15 +59,6 @@ def monitor(
     yield run
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-@pytest.fixture
-def engine(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    monkeypatch.setenv("MONITOR_DATABASE_URL", migrated_db_url)
-    get_monitor_settings.cache_clear()
-    engine = make_engine(migrated_db_url)
-    yield engine
-    engine.dispose()
 
 
 def test_alerts_list_shows_an_open_alert_with_its_pending_webhook_notice(

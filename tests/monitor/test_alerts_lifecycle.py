@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,21 +18,11 @@ import pytest
 from sqlalchemy import Engine, select
 
 from monitor.alerts import AlertOutcome, process_pass_alerts
-from monitor.settings import get_monitor_settings
-from monitor.store.db import make_engine, session_factory
+from monitor.store.db import session_factory
 from monitor.store.models import Alert, Notification
 from tests.monitor.test_alerts_rules import Clock, History, options
 
 SECRET_PATH = "/services/T0SECRET/B0SECRET/xoxb-do-not-leak"
-
-
-@pytest.fixture
-def engine(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    monkeypatch.setenv("MONITOR_DATABASE_URL", migrated_db_url)
-    get_monitor_settings.cache_clear()
-    engine = make_engine(migrated_db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

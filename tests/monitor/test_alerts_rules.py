@@ -8,7 +8,7 @@ too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,8 +21,7 @@ from monitor.alerts import AlertOptions, process_pass_alerts
 from monitor.alerts import rules as rules_module
 from monitor.alerts.baselines import pin_baseline
 from monitor.alerts.rules import Check, evaluate_rules
-from monitor.settings import get_monitor_settings
-from monitor.store.db import make_engine, session_factory
+from monitor.store.db import session_factory
 from monitor.store.models import METRICS, Result, Run, Score
 from monitor.store.writes import finish_run, insert_result
 from scout.observability import UsageRow
@@ -171,15 +170,6 @@ def noisy(
         ]
         for question in QUESTIONS
     }
-
-
-@pytest.fixture
-def engine(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    monkeypatch.setenv("MONITOR_DATABASE_URL", migrated_db_url)
-    get_monitor_settings.cache_clear()
-    engine = make_engine(migrated_db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ a clear gain, or noise alone. Every database test runs on SQLite and Postgres.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from statistics import fmean
@@ -29,8 +28,7 @@ from monitor.compare import (
     compare_metric,
 )
 from monitor.errors import MonitorError, NotFoundError
-from monitor.settings import get_monitor_settings
-from monitor.store.db import make_engine, session_factory
+from monitor.store.db import session_factory
 from monitor.store.models import METRICS, Result, Run, Score
 from monitor.store.writes import finish_run, insert_result, insert_run
 from scout.observability import UsageRow
@@ -144,15 +142,6 @@ def _add_rescore_scores(sessions: sessionmaker[Session], spec: Spec) -> None:
             for score in _scores(spec, result.question_id):
                 score.result_id = result.id
                 session.add(score)
-
-
-@pytest.fixture
-def engine(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    monkeypatch.setenv("MONITOR_DATABASE_URL", migrated_db_url)
-    get_monitor_settings.cache_clear()
-    engine = make_engine(migrated_db_url)
-    yield engine
-    engine.dispose()
 
 
 def store(engine: Engine, *specs: Spec) -> None:

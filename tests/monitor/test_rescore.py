@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,8 @@ from monitor.judge import (
 )
 from monitor.rescore import NOTHING_TO_GRADE as NOTHING
 from monitor.rescore import RescoreOptions, rescore
-from monitor.settings import DEFAULT_GOLDEN_FILE, get_monitor_settings
-from monitor.store.db import make_engine, session_factory
+from monitor.settings import DEFAULT_GOLDEN_FILE
+from monitor.store.db import session_factory
 from monitor.store.models import PageText, Result, Run, Score, Usage, utcnow
 from monitor.store.queries import history_runs
 from scout.agent import AgentRun, make_context, run_question
@@ -86,15 +85,6 @@ def answers(scout_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def agent_called(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("the agent was called during a rescore")
-
-
-@pytest.fixture
-def engine(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    monkeypatch.setenv("MONITOR_DATABASE_URL", migrated_db_url)
-    get_monitor_settings.cache_clear()
-    engine = make_engine(migrated_db_url)
-    yield engine
-    engine.dispose()
 
 
 def store_pass(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,18 +12,8 @@ import pytest
 from sqlalchemy import Engine
 
 from monitor.cli import main
-from monitor.settings import get_monitor_settings
-from monitor.store.db import make_engine, session_factory
+from monitor.store.db import session_factory
 from monitor.store.models import Alert, Run, Worker
-
-
-@pytest.fixture
-def engine(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    monkeypatch.setenv("MONITOR_DATABASE_URL", migrated_db_url)
-    get_monitor_settings.cache_clear()
-    engine = make_engine(migrated_db_url)
-    yield engine
-    engine.dispose()
 
 
 def status(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
