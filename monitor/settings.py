@@ -5,11 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from scout.config import describe_validation_error
+from scout.config import describe_settings_error, describe_validation_error
 from scout.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,26 @@ class MonitorSettings(BaseSettings):
             return parse_duration(value, option="MONITOR_ALERT_COOLDOWN")
         return value
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """An http(s) URL with a host, or empty (no webhook). The message leaves
+        the URL out: it is a secret."""
+        url = "" if value is None else value.get_secret_value().strip()
+        if not url:
+            return value
+        try:
+            parts = urlsplit(url)
+            scheme, host = parts.scheme.lower(), parts.hostname
+        except ValueError:  # a malformed host, such as an unclosed [
+            scheme, host = "", None
+        if scheme not in ("http", "https") or not host:
+            raise ValueError(
+                "use an http:// or https:// URL with a host (the value is not "
+                "shown: it is a secret)"
+            )
+        return value
+
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url is not None:
@@ -90,3 +111,5 @@ def get_monitor_settings() -> MonitorSettings:
         return MonitorSettings()
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, "MONITOR_")) from None
+    except SettingsError as error:
+        raise ConfigError(describe_settings_error(error, "MONITOR_")) from None

@@ -14,7 +14,7 @@ import uuid
 from typing import NoReturn
 
 from scout.config import get_settings
-from scout.errors import ScoutError
+from scout.errors import ConfigError, ScoutError
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 3, 64
 
@@ -42,17 +42,35 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _ask(prompt: str) -> str:
+    """One line from standard input; the prompt goes to stderr, away from the
+    report. A closed input is an error, never a silent approval."""
+    print(prompt, end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise ConfigError(
+            "no answer on standard input, so the plan was not approved: "
+            "answer approve, edit or reject, or run without --review"
+        )
+    return line.strip()
+
+
 def _ask_decision(plan: dict[str, list[str]]) -> dict[str, object]:
     print("Plan:", file=sys.stderr)
     for query in plan["queries"]:
         print(f"  - {query}", file=sys.stderr)
-    answer = input("approve, edit or reject? [approve] ").strip().lower() or "approve"
-    if answer.startswith("e"):
-        queries = input("queries, separated by ';': ").split(";")
-        return {"action": "edit", "plan": {"queries": [q.strip() for q in queries]}}
-    if answer.startswith("r"):
-        return {"action": "reject", "reason": input("reason: ").strip()}
-    return {"action": "approve"}
+    while True:
+        answer = _ask("approve, edit or reject? [approve] ").lower() or "approve"
+        if answer in ("a", "approve"):
+            return {"action": "approve"}
+        if answer in ("e", "edit"):
+            queries = [
+                q.strip() for q in _ask("queries, separated by ';': ").split(";")
+            ]
+            return {"action": "edit", "plan": {"queries": [q for q in queries if q]}}
+        if answer in ("r", "reject"):
+            return {"action": "reject", "reason": _ask("reason: ")}
+        print(f"{answer!r} is not an answer here", file=sys.stderr)
 
 
 def research(question: str, *, review: bool) -> int:

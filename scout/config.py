@@ -9,12 +9,13 @@ and ``TAVILY_API_KEY`` likewise when ``SCOUT_TAVILY_API_KEY`` is not set.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from scout.errors import ConfigError
 
@@ -135,6 +136,14 @@ def describe_validation_error(error: ValidationError, prefix: str) -> str:
     return "invalid setting " + "; ".join(problems)
 
 
+def describe_settings_error(error: SettingsError, prefix: str) -> str:
+    """One line for a value that could not even be parsed (a JSON setting that is
+    not JSON); the value itself is not repeated, it may hold a secret."""
+    found = re.search(r'field "([a-z_]+)"', str(error))
+    name = f"{prefix}{found.group(1).upper()}" if found else f"a {prefix}* variable"
+    return f"invalid setting {name}: it is not valid JSON"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> ScoutSettings:
     """The process's settings; a bad value raises :class:`ConfigError`."""
@@ -142,3 +151,5 @@ def get_settings() -> ScoutSettings:
         return ScoutSettings()
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, "SCOUT_")) from None
+    except SettingsError as error:
+        raise ConfigError(describe_settings_error(error, "SCOUT_")) from None

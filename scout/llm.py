@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import httpx2
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel, ValidationError
 from pyrate_limiter import Limiter, Rate, SingleBucketFactory, StateBucket, TokenBucket
 from pyrate_limiter.extras.httpx2_limiter import RateLimiterTransport
@@ -48,10 +49,6 @@ from scout.errors import ModelError
 from scout.observability import langfuse_enabled, record_usage
 
 if TYPE_CHECKING:
-    from openai.types.chat import (
-        ChatCompletion,
-        ChatCompletionChunk,
-    )
     from openai.types.chat import (
         ChatCompletionMessageParam as MessageParam,
     )
@@ -187,6 +184,17 @@ def _server_detail(error: openai.APIStatusError, client: openai.OpenAI) -> str:
     return _scrub(str(body) if body else error.message, client)
 
 
+def not_a_completion(client: openai.OpenAI, model: str, answer: object) -> ModelError:
+    """The endpoint answered 200 with something that is no chat completion (an
+    HTML page from a proxy or a wrong base URL, say)."""
+    url = public_url(str(client.base_url))
+    kind = type(answer).__name__
+    return ModelError(
+        f"{url} answered model {model!r} with a {kind}, not a chat completion: "
+        "check that SCOUT_BASE_URL is an OpenAI-compatible /v1 endpoint"
+    )
+
+
 def model_error(
     error: openai.OpenAIError, client: openai.OpenAI, model: str
 ) -> ModelError:
@@ -318,6 +326,15 @@ def _create(
             seconds=time.perf_counter() - started,
         )
         raise model_error(error, client, model) from None
+
+    if not isinstance(response, ChatCompletion):
+        record_usage(
+            model=model,
+            input_tokens=None,
+            output_tokens=None,
+            seconds=time.perf_counter() - started,
+        )
+        raise not_a_completion(client, model, response)
 
     input_tokens, output_tokens = _tokens(response.usage)
     record_usage(
@@ -456,6 +473,8 @@ def _stream(
             ),
         )
         for chunk in chunks:
+            if not isinstance(chunk, ChatCompletionChunk):
+                raise not_a_completion(client, model, chunk)
             reported = chunk.model or reported
             usage = chunk.usage or usage
             for choice in chunk.choices or []:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from langgraph.errors import GraphBubbleUp
 
 from scout.config import PROMPT_VERSION, get_settings
-from scout.errors import ScoutError
+from scout.errors import ConfigError, ScoutError
 
 if TYPE_CHECKING:
     from langfuse import Langfuse
@@ -95,10 +95,18 @@ class UsageMeter:
                     log.write(json.dumps(asdict(row)) + "\n")
 
     def start_log(self) -> None:
-        """Truncate the log so that it holds this run only."""
-        if self.log_path is not None:
+        """Truncate the log so that it holds this run only; a log that cannot
+        be written is a setting to fix before the run starts."""
+        if self.log_path is None:
+            return
+        try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.log_path.write_text("", encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(
+                f"cannot write the usage log {self.log_path} ({error.strerror}): "
+                "set SCOUT_USAGE_LOG to a writable file"
+            ) from None
 
 
 def estimate_cost(

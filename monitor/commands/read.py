@@ -46,7 +46,8 @@ def run_summary(run: Run) -> dict[str, Any]:
 
 
 def version_marker(run: Run, older: Run | None) -> str:
-    """Which version fields changed since the previous (older) run."""
+    """Which version fields changed since the previous (older) run; "corpus"
+    when the corpus fingerprint or the sources backend did."""
     if older is None:
         return ""
     changed = [
@@ -56,6 +57,11 @@ def version_marker(run: Run, older: Run | None) -> str:
             ("model", run.model, older.model),
             ("sha", run.git_sha, older.git_sha),
             ("judge", run.judge_version, older.judge_version),
+            (
+                "corpus",
+                (run.corpus_fingerprint, run.sources_backend),
+                (older.corpus_fingerprint, older.sources_backend),
+            ),
         )
         if new != old
     ]
@@ -251,11 +257,11 @@ def _count(tokens: int | None) -> str:
 
 def db_upgrade_command() -> int:
     from monitor.settings import get_monitor_settings
-    from monitor.store.db import upgrade_database
+    from monitor.store.db import ensure_folder, upgrade_database
 
     settings = get_monitor_settings()
     if settings.database_url is None:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        ensure_folder(settings.home)
     before, after = upgrade_database(settings.sqlalchemy_url)
     if before == after:
         print(f"database already at revision {after}")

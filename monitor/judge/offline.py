@@ -66,6 +66,14 @@ class OfflineJudge:
         pages: dict[str, str],
     ) -> MetricScore:
         indexes = {normalize_url(url): _PageIndex(text) for url, text in pages.items()}
+        if not read.urls:
+            # The agent read nothing: that is the agent's failure, measured as
+            # the lowest grounding, not a judge that could not grade.
+            return MetricScore(
+                "grounding",
+                to_scale(0.0),
+                "The agent read no page, so nothing in the report is grounded.",
+            )
         if not indexes:
             return MetricScore("grounding", None, None, "no page text to check against")
 

@@ -68,6 +68,7 @@ def command(*args: str, **env: str) -> Outcome:
         [str(BIN / args[0]), *args[1:]],
         cwd=REPO,
         env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=PROCESS_TIMEOUT_S,
@@ -313,6 +314,28 @@ def test_a_bad_scout_setting_names_the_variable(monitor_in_process: Any) -> None
     assert stored_runs() == 0
 
 
+def test_a_json_setting_that_is_not_json_names_the_variable(
+    monitor_in_process: Any,
+) -> None:
+    outcome = monitor_in_process("run", "--once", SCOUT_MODEL_PRICES="notjson")
+
+    assert outcome.code == EXIT_FAILED
+    assert "SCOUT_MODEL_PRICES" in outcome.one_error_line()
+    assert stored_runs() == 0
+
+
+def test_db_upgrade_in_an_unwritable_data_folder_says_which_in_one_line(
+    monitor_in_process: Any, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    outcome = monitor_in_process("db", "upgrade", MONITOR_HOME=str(blocker / "var"))
+
+    assert outcome.code == EXIT_FAILED
+    assert "MONITOR_HOME" in outcome.one_error_line()
+
+
 # python -m scout ------------------------------------------------------------------
 
 
@@ -321,6 +344,16 @@ def test_scout_refuses_an_empty_question_in_one_line() -> None:
 
     assert outcome.code == EXIT_FAILED
     assert "question is empty" in outcome.one_error_line()
+    assert outcome.out == ""
+
+
+def test_scout_review_with_no_answer_on_stdin_does_not_approve_the_plan() -> None:
+    outcome = command("python", "-m", "scout", "What does for-else do?", "--review")
+
+    assert outcome.code == EXIT_FAILED
+    assert "Traceback" not in outcome.err
+    errors = [line for line in outcome.err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "not approved" in errors[0], outcome.err
     assert outcome.out == ""
 
 

@@ -305,6 +305,16 @@ def test_grounding_without_page_text_is_unscored_not_zero() -> None:
     assert grading.scored
 
 
+def test_a_report_from_an_agent_that_read_nothing_gets_the_lowest_grounding() -> None:
+    report = "# Answer\n\nThe with statement always calls __exit__ afterwards.\n"
+    grading = OfflineJudge().grade(GradingInput(QUESTION, report, [], {}))
+
+    grounding = grading.scores["grounding"]
+    assert grounding.value == 1.0
+    assert grounding.error is None
+    assert "read no page" in (grounding.rationale or "")
+
+
 def test_offline_judge_is_named_as_an_overlap_grader() -> None:
     judge = OfflineJudge()
 

@@ -673,3 +673,17 @@ def test_langfuse_is_imported_only_when_its_keys_are_set(
     )
 
     assert result.stdout.strip().splitlines()[-1] == imported
+
+
+def test_an_html_page_answered_with_200_is_a_model_error_naming_the_base_url(
+    fake: FakeOpenAI, meter: UsageMeter
+) -> None:
+    page = "<html><body>proxy login</body></html>"
+    fake.script(body=page, headers={"content-type": "text/html"})
+
+    with pytest.raises(ModelError, match="not a chat completion") as caught:
+        ask_json(fake, max_retries=0)
+
+    assert "SCOUT_BASE_URL" in str(caught.value)
+    assert KEY not in str(caught.value)
+    assert meter.rows[-1].input_tokens is None

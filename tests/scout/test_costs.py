@@ -14,7 +14,8 @@ import pytest
 
 from scout.config import get_settings
 from scout.costs import main
-from scout.observability import UsageRow
+from scout.errors import ConfigError
+from scout.observability import UsageMeter, UsageRow
 
 REPO = Path(__file__).resolve().parents[2]
 LLAMA = "meta/llama-3.3-70b-instruct"  # (0.60, 0.60) per million tokens
@@ -252,3 +253,16 @@ def test_the_module_runs_and_reads_the_configured_log(tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["total"]["calls"] == 6
+
+
+def test_a_usage_log_that_cannot_be_written_is_a_config_error_naming_it(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    meter = UsageMeter(log_path=blocker / "last_run.jsonl")
+
+    with pytest.raises(ConfigError, match="SCOUT_USAGE_LOG") as caught:
+        meter.start_log()
+
+    assert str(blocker) in str(caught.value)
