@@ -456,11 +456,16 @@ def stored_verdict(
         )
         for d in details
     ]
-    values = [s.value for d in details for s in d.scores]
+    score = score_of([s.value for d in details for s in d.scores])
+    if score is None:
+        raise MonitorError(
+            f"nothing to evaluate: no measured score in run {run.id!r} "
+            f"({run.status}; every question failed, went unscored or never ran)"
+        )
     return StoredVerdict(
         run=run,
         questions=questions,
-        score=score_of(values),
+        score=score,
         threshold=run.threshold if threshold is None else threshold,
     )
 

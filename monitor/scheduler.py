@@ -516,9 +516,10 @@ class Daemon:
         except Exception as error:
             self.counts.failed += 1
             logger.exception(
-                "pass failed: %s: %s; the daemon keeps going",
+                "pass failed: %s: %s; %s",
                 type(error).__name__,
                 error,
+                self._what_next(),
                 extra=event("pass_failed", error=f"{type(error).__name__}: {error}"),
             )
         finally:
@@ -621,15 +622,21 @@ class Daemon:
         if run.status == "failed":
             self.counts.failed += 1
         logger.warning(
-            "pass %s %s after %.1f s: %s (score %s of what was stored); "
-            "the daemon keeps going",
+            "pass %s %s after %.1f s: %s (score %s of what was stored); %s",
             run.id,
             run.status,
             run.wall_seconds or 0.0,
             run.error,
             score,
+            self._what_next(),
             extra=fields,
         )
+
+    def _what_next(self) -> str:
+        """The end of a failed or aborted pass's log line."""
+        if self.stop_requested.is_set():
+            return "the daemon is stopping"
+        return "the daemon keeps going"
 
     def _raise_alerts(self, run: Run) -> None:
         try:

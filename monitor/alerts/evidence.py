@@ -1,6 +1,7 @@
 """What the alert rules read from the results database, and the evidence they
 attach to an alert: which metric dropped most, which node grew most, and
-whether a version marker or a source page changed among the runs involved.
+whether a version marker (the corpus and the sources backend included) or a
+source page changed among the runs involved.
 
 Every query here is served by an index of ``monitor/store/models.py``: runs by
 (status, started_at) and (version column, started_at), scores by their unique
@@ -27,6 +28,8 @@ VERSION_MARKERS = (
     "git_sha",
     "model_reported",
     "judge_version",
+    "corpus_fingerprint",
+    "sources_backend",
 )
 FINISHED = ("completed", "failed")
 SHOWN_URLS = 3
@@ -141,11 +144,7 @@ class Evidence:
         """The evidence as one clause for the alert line."""
         parts = []
         if self.metric_drop is not None:
-            drop = self.metric_drop
-            parts.append(
-                f"{drop['metric']} dropped most ({drop['before']:.2f} -> "
-                f"{drop['after']:.2f})"
-            )
+            parts.append(_drop_clause(self.metric_drop))
         if self.node_growth is not None:
             growth = self.node_growth
             parts.append(
@@ -169,6 +168,15 @@ class Evidence:
         else:
             parts.append("no source content hash changed")
         return "; ".join(parts)
+
+
+def _drop_clause(drop: dict[str, Any]) -> str:
+    """The metric drop as shown: two decimals, and no drop named when none
+    shows at that precision."""
+    before, after = f"{drop['before']:.2f}", f"{drop['after']:.2f}"
+    if float(after) >= float(before):
+        return "no metric dropped"
+    return f"{drop['metric']} dropped most ({before} -> {after})"
 
 
 def gather_evidence(

@@ -299,9 +299,16 @@ def deliver_pending(
 
 
 def deliver_one(
-    sessions: sessionmaker[Session], sink: Sink, notice_id: int, options: AlertOptions
+    sessions: sessionmaker[Session],
+    sink: Sink,
+    notice_id: int,
+    options: AlertOptions,
+    *,
+    retry: bool = True,
 ) -> str | None:
-    """Send one stored notice; None on success, else the (secret-free) error."""
+    """Send one stored notice; None on success, else the (secret-free) error.
+    A failed notice stays pending for the next pass, or with ``retry`` False
+    is marked failed for good."""
     with sessions() as session:
         row = session.get_one(Notification, notice_id)
         payload = {**row.payload, "notice_id": notice_id}
@@ -323,14 +330,17 @@ def deliver_one(
             )
         else:
             row.last_error = error
+            if not retry:
+                row.state = "failed"
     if error is None:
         logger.debug("notice %d delivered to %s (%s)", notice_id, sink.name, receipt)
     else:
         logger.warning(
-            "notice %d to %s not delivered (%s); it stays pending for the next pass",
+            "notice %d to %s not delivered (%s); %s",
             notice_id,
             sink.name,
             error,
+            "it stays pending for the next pass" if retry else "it is not retried",
         )
     return error
 
@@ -374,11 +384,8 @@ def send_test_notice(
             session.add(row)
             session.flush()
             notice_id = row.id
-        error = deliver_one(sessions, sink, notice_id, options)
-        if error is not None:
-            # A test notice is not worth retrying after the next pass.
-            with sessions.begin() as session:
-                session.get_one(Notification, notice_id).state = "failed"
+        # A test notice is not worth retrying after the next pass.
+        error = deliver_one(sessions, sink, notice_id, options, retry=False)
         results.append((sink.name, error))
     return results
 

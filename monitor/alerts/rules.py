@@ -466,6 +466,11 @@ def _run_value(run: Run, name: str) -> float | None:
     return float((run.input_tokens or 0) + (run.output_tokens or 0))
 
 
+def _secs(value: float) -> str:
+    """Seconds with three significant digits, so a small limit (0.01) shows."""
+    return f"{value:.3g} s"
+
+
 def _latency_check(ctx: RuleContext) -> Check:
     key, options = "budget:p95", ctx.options
     if options.max_p95 is None:
@@ -476,7 +481,7 @@ def _latency_check(ctx: RuleContext) -> Check:
         return ctx.check(key, "hold", reason="no question durations yet")
     p95 = float(np.percentile(durations, 95))
     if p95 <= options.max_p95:
-        reason = f"p95 latency {p95:.1f} s is within {options.max_p95:.1f} s"
+        reason = f"p95 latency {_secs(p95)} is within {_secs(options.max_p95)}"
         return ctx.check(key, "clear", reason=reason)
 
     earlier = passes(
@@ -495,13 +500,13 @@ def _latency_check(ctx: RuleContext) -> Check:
         "seconds",
     )
     before_text = (
-        f"; {p95_before:.1f} s over the {len(earlier)} passes before"
+        f"; {_secs(p95_before)} over the {len(earlier)} passes before"
         if p95_before is not None
         else ""
     )
     message = (
-        f"budget: p95 question latency {p95:.1f} s over the last {len(recent)} "
-        f"pass(es) is above the limit {options.max_p95:.1f} s{before_text} at "
+        f"budget: p95 question latency {_secs(p95)} over the last {len(recent)} "
+        f"pass(es) is above the limit {_secs(options.max_p95)}{before_text} at "
         f"{ctx.version_label}"
     )
     figures = {

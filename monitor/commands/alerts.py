@@ -102,7 +102,13 @@ def test_command() -> int:
     engine = open_database(get_monitor_settings(), create=True)
     results = send_test_notice(engine, options)
     for sink, error in results:
-        print(f"{sink}: {'delivered' if error is None else f'FAILED: {error}'}")
+        if error is None:
+            print(f"{sink}: delivered")
+        else:
+            print(
+                f"{sink}: FAILED: {error} (a test notice is not retried: fix the "
+                "sink and run `monitor alerts test` again)"
+            )
     if options.webhook_url is None:
         print("webhook: not configured (set MONITOR_WEBHOOK_URL to add it)")
     return EXIT_OK if all(error is None for _, error in results) else EXIT_FAILED

@@ -58,7 +58,8 @@ def compare(
     if by == "sources":
         raise typer.Exit(sources_command(v1, v2, as_json=as_json))
     if by not in VERSION_KEYS:
-        raise typer.BadParameter(f"--by {by!r}: use {', '.join(VERSION_KEYS)}")
+        known = ", ".join((*VERSION_KEYS, "sources"))
+        raise typer.BadParameter(f"--by {by!r}: use {known}")
     options = CompareOptions(
         by=by,
         last=last,
@@ -92,6 +93,7 @@ def sources_command(v1: str, v2: str, *, as_json: bool) -> int:
     """Live passes against snapshot passes: did the pages or the agent drift?
     With V1 equal to V2, the newest passes of each kind against the ones before.
     Exit 2 when either kind of pass dropped beyond the margin."""
+    from monitor.compare import resolve_version
     from monitor.settings import get_monitor_settings
     from monitor.snapshots import compare_live_vs_snapshot
     from monitor.store.db import open_database, session_factory
@@ -100,6 +102,11 @@ def sources_command(v1: str, v2: str, *, as_json: bool) -> int:
     old, new = (None, None) if v1 == v2 else (v1, v2)
     try:
         with session_factory(engine)() as session:
+            if old is not None and new is not None:
+                # An unknown version is one line naming the nearest, as with
+                # the other --by keys, not two empty sides.
+                old = resolve_version(session, "prompt_version", old)
+                new = resolve_version(session, "prompt_version", new)
             result = compare_live_vs_snapshot(session, old=old, new=new)
     finally:
         engine.dispose()

@@ -26,7 +26,15 @@ EXIT_OK, EXIT_STALE, EXIT_ALERT = 0, 1, 2
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Daemon heartbeat, the last and next pass, open alerts."""
+    """Daemon heartbeat, the last and next pass, open alerts.
+
+    The daemon beats every interval/5 seconds, at least 0.5 s and at most 15 s,
+    and is stale once its last heartbeat is older than 4 beats: 60 s for any
+    interval of 75 s or more (a 4h interval included), 4/5 of the interval
+    below that. A daemon killed with kill -9 shows alive until then.
+
+    Exit 1 when the daemon is stale, else 2 when alerts are firing, else 0.
+    """
     raise typer.Exit(status_command(as_json=as_json))
 
 
@@ -101,7 +109,8 @@ def daemon_state(session: Session, now: datetime) -> dict[str, Any]:
     if worker is None:
         return {"state": "none"}
 
-    age = (now - worker.heartbeat_at).total_seconds()
+    # A heartbeat a moment ahead of this clock is a fresh one, not a negative age.
+    age = max(0.0, (now - worker.heartbeat_at).total_seconds())
     if worker.state == "stopped":
         state = "stopped"
     elif age > stale_after_seconds(worker.interval_seconds):
@@ -151,7 +160,7 @@ def _pass(session: Session, now: datetime, *, running: bool) -> dict[str, Any] |
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "age_seconds": round(
-            (now - (run.finished_at or run.started_at)).total_seconds()
+            max(0.0, (now - (run.finished_at or run.started_at)).total_seconds())
         ),
         "error": run.error,
     }
@@ -176,9 +185,10 @@ def status_lines(report: Status) -> list[str]:
     lines.append(f"next pass due: {_utc(due) if due else '-'}")
     lines.append(f"open alerts: {len(report.open_alerts) or 'none'}")
     for alert in report.open_alerts:
-        lines.append(
-            f"  {alert['rule']}: {alert['message']} (since {_utc(alert['since'])})"
-        )
+        message, prefix = alert["message"], f"{alert['rule']}: "
+        # The rule's messages already start with its name.
+        shown = message if message.startswith(prefix) else prefix + message
+        lines.append(f"  {shown} (since {_utc(alert['since'])})")
     return lines
 
 

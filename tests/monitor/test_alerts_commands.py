@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from monitor.alerts import process_pass_alerts
 from monitor.cli import main as monitor_main
+from monitor.store.db import session_factory
+from monitor.store.models import Notification
 from tests.conftest import clear_settings_caches
 from tests.monitor.test_alerts_lifecycle import SECRET_PATH, WebhookReceiver
 from tests.monitor.test_alerts_rules import History, options
@@ -89,7 +91,7 @@ def test_alerts_list_shows_an_open_alert_with_its_pending_webhook_notice(
 
 
 def test_alerts_test_reports_each_sink_and_fails_when_one_does(
-    engine: Engine, monitor: Any
+    engine: Engine, monitor: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     with WebhookReceiver() as hook:
         good = monitor("alerts", "test", MONITOR_WEBHOOK_URL=hook.url)
@@ -104,7 +106,33 @@ def test_alerts_test_reports_each_sink_and_fails_when_one_does(
     assert hook.accepted[0]["text"].startswith("TEST: ")
     assert bad.code == 1
     assert "webhook: FAILED: HTTP 500" in bad.out
+    assert "a test notice is not retried" in bad.out
+    assert "it is not retried" in caplog.text
+    assert "pending" not in bad.out + caplog.text
+    with session_factory(engine)() as session:
+        failed = session.scalars(
+            select(Notification.state).where(
+                Notification.kind == "test", Notification.sink == "webhook"
+            )
+        ).all()
+    assert sorted(failed) == ["delivered", "failed"]
     assert SECRET_PATH not in good.out + good.err + bad.out + bad.err
+
+
+@pytest.mark.parametrize(
+    "url", ["not a url", "ftp://x", "https://:8080/T0SECRET", "http://[::1/T0SECRET"]
+)
+def test_an_invalid_webhook_url_is_one_line_that_keeps_the_url_secret(
+    engine: Engine, monitor: Any, url: str
+) -> None:
+    outcome = monitor("alerts", "test", MONITOR_WEBHOOK_URL=url)
+
+    assert outcome.code == 1
+    assert outcome.out == ""
+    assert outcome.err.count("\n") == 1
+    assert "invalid setting MONITOR_WEBHOOK_URL: " in outcome.err
+    assert "http:// or https://" in outcome.err
+    assert url not in outcome.err and "T0SECRET" not in outcome.err
 
 
 def test_baseline_set_show_and_clear(engine: Engine, monitor: Any) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from monitor.alerts import AlertOptions, process_pass_alerts
 from monitor.alerts import rules as rules_module
 from monitor.alerts.baselines import pin_baseline
+from monitor.alerts.evidence import Evidence
 from monitor.alerts.rules import Check, evaluate_rules
 from monitor.store.db import session_factory
 from monitor.store.models import METRICS, Result, Run, Score
@@ -59,6 +60,8 @@ class History:
         seconds: float = 1.0,
         content_hash: str = "h1",
         threshold: float = 0.70,
+        corpus: str = "corpus-1",
+        backend: str = "local",
     ) -> Run:
         """One pass; ``values`` are the metric values (1-5) of every question,
         or per question the values of (grounding, coverage, citations)."""
@@ -75,7 +78,8 @@ class History:
                     model="test/model-1",
                     git_sha="abc123",
                     golden_hash="golden-1",
-                    corpus_fingerprint="corpus-1",
+                    corpus_fingerprint=corpus,
+                    sources_backend=backend,
                     judge_model="test/judge-1",
                     judge_version="judge-v1",
                     threshold=threshold,
@@ -274,6 +278,35 @@ def test_quality_names_the_metric_that_dropped_and_a_changed_source(
     assert "no version marker changed" in check.finding.line
 
 
+def test_quality_names_a_corpus_or_sources_backend_change_in_its_window(
+    engine: Engine, history: History
+) -> None:
+    history.add(3.0)
+    history.add(3.0, corpus="corpus-2")
+    run = history.add(3.0, corpus="corpus-2", backend="snapshot:1")
+
+    check = checks_for(engine, run)["quality"]
+
+    assert check.finding is not None
+    changed = check.finding.details["evidence"]["changed"]
+    assert changed["corpus_fingerprint"] == ["corpus-1", "corpus-2"]
+    assert changed["sources_backend"] == ["local", "snapshot:1"]
+    assert "corpus_fingerprint corpus-1 -> corpus-2" in check.finding.line
+    assert "sources_backend local -> snapshot:1" in check.finding.line
+    assert "no version marker changed" not in check.finding.line
+
+
+def test_evidence_says_no_metric_dropped_when_none_fell() -> None:
+    steady = Evidence(
+        metric_drop={"metric": "grounding", "before": 4.8412, "after": 4.8391}
+    )
+    fell = Evidence(metric_drop={"metric": "coverage", "before": 4.5, "after": 3.9})
+
+    assert "no metric dropped" in steady.summary()
+    assert "dropped most" not in steady.summary()
+    assert "coverage dropped most (4.50 -> 3.90)" in fell.summary()
+
+
 # Regression ------------------------------------------------------------------------
 
 
@@ -426,6 +459,20 @@ def test_budget_fires_when_p95_latency_over_recent_runs_exceeds_its_limit(
     assert figures["p95_before"] == pytest.approx(1.0)
     assert figures["questions"] == 50
     assert "scenario 2 (p95 latency rising)" in check.finding.line
+    assert "p95 question latency 30 s" in check.finding.line
+    assert "above the limit 10 s; 1 s over the 3 passes before" in (check.finding.line)
+
+
+def test_a_small_p95_limit_is_shown_with_its_digits(
+    engine: Engine, history: History
+) -> None:
+    run = history.add(seconds=0.3)
+
+    check = checks_for(engine, run, max_p95=0.01)["budget:p95"]
+
+    assert check.finding is not None
+    assert "above the limit 0.01 s" in check.finding.line
+    assert "0.0 s" not in check.finding.line
 
 
 # Failures --------------------------------------------------------------------------

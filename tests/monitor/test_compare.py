@@ -459,4 +459,20 @@ def test_the_command_line_exits_2_0_1_and_64_as_documented(
     assert exit_code(["compare", "v1", "v2", "--by", "colour"]) == 64
     err = capsys.readouterr().err
     assert "error: no run has prompt_version 'v9'" in err
+    assert "use prompt_version, model, git_sha, run, sources" in err
     assert "Traceback" not in err
+
+
+def test_compare_by_sources_of_a_version_no_run_has_is_one_line_exit_1(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store(engine, *side("v1", 4.5, 0.1, 3, 0), *side("v2", 3.0, 0.1, 3, 10))
+
+    assert exit_code(["compare", "v8", "v9", "--by", "sources"]) == 1
+    assert exit_code(["compare", "v1", "v9", "--by", "sources"]) == 1
+
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 2 and captured.out == ""
+    assert lines[0].startswith("error: no run has prompt_version 'v8'; nearest: ")
+    assert lines[1].startswith("error: no run has prompt_version 'v9'; nearest: ")

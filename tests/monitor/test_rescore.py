@@ -450,6 +450,25 @@ def test_stored_reapplies_a_threshold_with_no_model_call_and_no_new_run(
     assert count_runs(engine) == runs
 
 
+def test_stored_on_a_run_with_no_measured_score_says_nothing_to_evaluate(
+    engine: Engine, parent: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with session_factory(engine).begin() as session:
+        session.execute(update(Score).values(value=None, error="unparsable verdict"))
+        session.execute(update(Run).values(status="aborted", score=None))
+
+    code = exit_code(["rescore", parent.id, "--stored", "--threshold", "0.5"])
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err.count("\n") == 1
+    assert f"nothing to evaluate: no measured score in run '{parent.id}'" in (
+        captured.err
+    )
+    assert "ALERT" not in captured.err + captured.out
+    assert "Score:" not in captured.out
+
+
 # History and the command line ------------------------------------------------------
 
 

@@ -704,6 +704,9 @@ def test_sigterm_mid_pass_records_it_aborted_keeps_its_questions_and_exits_0(
     assert run.status == "aborted"
     assert stored_results(home_db, run.id) >= 2
     assert daemon.named("stopping") and daemon.named("stopped")
+    (finished,) = daemon.named("pass_finished")
+    assert finished["message"].endswith("; the daemon is stopping")
+    assert "keeps going" not in "\n".join(daemon.lines)
     assert not any(r.status == "running" for r in runs(home_db))
 
 

@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy import Engine
 
 from monitor.cli import main
+from monitor.commands.read import version_marker
+from monitor.lease import stale_after_seconds
 from monitor.store.db import session_factory
 from monitor.store.models import Alert, Run, Worker
 
@@ -207,6 +209,39 @@ def test_the_plain_report_says_it_in_a_few_lines(
     assert "quality: rolling quality 0.612 is below threshold 0.70" in out
 
 
+def test_an_alert_message_starting_with_its_rule_is_not_prefixed_twice(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add(engine, worker(), run("r-2"))
+    add(
+        engine,
+        alert(
+            rule="failures",
+            fingerprint="failures:tasks",
+            message="failures: 1 of 5 questions produced no graded report",
+        ),
+    )
+
+    _, out = status(capsys)
+
+    assert "  failures: 1 of 5 questions produced no graded report (since" in out
+    assert "failures: failures:" not in out
+
+
+def test_a_heartbeat_just_ahead_of_the_clock_shows_as_zero_seconds_ago(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add(engine, worker(heartbeat_age=-5.0), run("r-2"))
+
+    code, report = status_json(capsys)
+    _, out = status(capsys)
+
+    assert code == 0
+    assert report["daemon"]["heartbeat_age_seconds"] == 0.0
+    assert "last heartbeat 0s ago" in out
+    assert "-" not in out.split("last heartbeat ")[1].split(" ago")[0]
+
+
 def test_status_without_a_database_says_how_to_make_one(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -216,3 +251,43 @@ def test_status_without_a_database_says_how_to_make_one(
     err = capsys.readouterr().err.strip()
     assert exited.value.code == 1
     assert len(err.splitlines()) == 1 and "monitor run --once" in err
+
+
+def test_the_history_marker_names_a_corpus_or_sources_backend_change() -> None:
+    older = run("r-1", age_hours=7)
+    same = run("r-2")
+    new_corpus = run("r-3", corpus_fingerprint="c2")
+    new_backend = run("r-4", sources_backend="snapshot:1")
+    older.sources_backend = same.sources_backend = new_corpus.sources_backend = "local"
+
+    assert version_marker(same, older) == ""
+    assert version_marker(new_corpus, older) == "◆ corpus"
+    assert version_marker(new_backend, older) == "◆ corpus"
+
+
+def test_the_help_states_the_stale_rule_that_status_applies(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out = status(capsys, "--help")
+    text = " ".join(out.split())
+
+    assert code == 0
+    assert "every interval/5 seconds, at least 0.5 s and at most 15 s" in text
+    assert "older than 4 beats: 60 s for any interval of 75 s or more" in text
+    assert "4/5 of the interval below that" in text
+    # The rule in the help is the one applied.
+    assert stale_after_seconds(4 * 3600) == stale_after_seconds(75) == 60
+    assert stale_after_seconds(10) == pytest.approx(8.0)
+    assert stale_after_seconds(1) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(("silent", "state"), [(59.0, "alive"), (61.0, "stale")])
+def test_a_daemon_on_a_long_interval_is_stale_after_a_minute_of_silence(
+    engine: Engine, capsys: pytest.CaptureFixture[str], silent: float, state: str
+) -> None:
+    add(engine, worker(state="running", heartbeat_age=silent), run("r-2"))
+
+    _, report = status_json(capsys)
+
+    assert report["daemon"]["interval_seconds"] == 4 * 3600
+    assert report["daemon"]["state"] == state
