@@ -10,57 +10,24 @@ webhook gets one JSON notice; the next pass sends nothing new; a pass under
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
 
 from monitor.alerts import process_pass_alerts
-from monitor.cli import main as monitor_main
 from monitor.store.db import session_factory
 from monitor.store.models import Notification
-from tests.conftest import clear_settings_caches
 from tests.monitor.test_alerts_lifecycle import SECRET_PATH, WebhookReceiver
 from tests.monitor.test_alerts_rules import History, options
 
 EXIT_ALERT, EXIT_USAGE = 2, 64
 
 
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
-def monitor(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
+def monitor(monitor_in_process: Any) -> Any:
     """``monitor ARGS`` in this process, with the given environment variables."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-
-    def run(*args: str, **env: str) -> Outcome:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        clear_settings_caches()
-        capsys.readouterr()
-        try:
-            monitor_main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        else:
-            code = 0
-        captured = capsys.readouterr()
-        return Outcome(code, captured.out, captured.err)
-
-    yield run
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    return monitor_in_process
 
 
 def test_alerts_list_shows_an_open_alert_with_its_pending_webhook_notice(

@@ -12,28 +12,24 @@ entry point, without the second of imports that each process pays).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
 
-from monitor.cli import main as monitor_main
 from monitor.golden import load_golden
 from monitor.settings import DEFAULT_GOLDEN_FILE, get_monitor_settings
 from monitor.store.db import alembic_config, downgrade_database, head_revision
 from monitor.store.models import METRICS
-from tests.conftest import clear_settings_caches
 from tests.fakes.openai_server import FakeOpenAI
+from tests.monitor.conftest import Outcome
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -43,23 +39,6 @@ SCORE_LINE = re.compile(
     r"^Monitor score: (\d\.\d{3}) \(threshold (\d\.\d\d), run '([^']+)'\)$", re.M
 )
 PROCESS_TIMEOUT_S = 120
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return self.err.strip().splitlines()
-
-    def one_error_line(self) -> str:
-        """The single stderr line of a refused command; fails on anything more."""
-        assert "Traceback" not in self.out + self.err, self.err
-        assert len(self.err_lines) == 1, self.err
-        return self.err_lines[0]
 
 
 def command(*args: str, **env: str) -> Outcome:
@@ -75,36 +54,6 @@ def command(*args: str, **env: str) -> Outcome:
         check=False,
     )
     return Outcome(done.returncode, done.stdout, done.stderr)
-
-
-@pytest.fixture
-def monitor_in_process(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
-    """``monitor ARGS`` through the console entry point, in this process, with
-    the given environment variables set for the rest of the test. The command
-    sends log lines to the stderr it finds, as it would in its own process; the
-    logging set-up of this process is restored afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-
-    def run(*args: str, **env: str) -> Outcome:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        clear_settings_caches()
-        capsys.readouterr()
-        try:
-            monitor_main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else EXIT_FAILED
-        else:
-            code = 0
-        captured = capsys.readouterr()
-        return Outcome(code, captured.out, captured.err)
-
-    yield run
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def home() -> Path:
