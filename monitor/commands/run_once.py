@@ -200,7 +200,8 @@ def report_alerts(outcome: AlertOutcome) -> int:
             file=sys.stderr,
         )
     if (
-        outcome.opened
+        outcome.firing
+        or outcome.opened
         or outcome.reminded
         or outcome.resolved
         or outcome.notices_pending

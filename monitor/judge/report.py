@@ -31,8 +31,9 @@ _CITATION_GROUP = re.compile(
 )
 _BRACKET = re.compile(r"\[([^\]]*)\]")
 _MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\(\s*<?([^)\s>]+)>?[^)]*\)")
-_ANGLE_URL = re.compile(r"<(https?://[^>\s]+)>")
-_BARE_URL = re.compile(r"https?://[^\s<>\"'\]\[]+")
+# Web pages are http(s); a SCOUT_CORPUS_DIR corpus names its files by file:// URL.
+_ANGLE_URL = re.compile(r"<((?:https?|file)://[^>\s]+)>")
+_BARE_URL = re.compile(r"(?:https?|file)://[^\s<>\"'\]\[]+")
 _ENTRY_NUMBER = re.compile(r"^(?:\[\^?(\d+)\]:?|(\d+)[.)]|\((\d+)\))\s*")
 _BULLET = re.compile(r"^[-*+•]\s+")
 _MAX_RANGE = 50

@@ -573,3 +573,20 @@ def test_llm_judge_without_a_key_for_the_hosted_endpoint_is_a_config_error(
 
     with pytest.raises(ConfigError, match="SCOUT_API_KEY"):
         make_judge("llm", scout_settings=settings)
+
+
+def test_file_urls_of_a_folder_corpus_resolve_like_web_urls() -> None:
+    url = "file:///corpus/for_else.md"
+    sources: list[SourceRef] = [
+        {"url": url, "title": "For-else", "content_hash": "h1"},
+        {"url": f"{url}2", "title": "Loops", "content_hash": "h2"},
+    ]
+    report = (
+        "# Answer\n\nThe else clause runs when the loop ends without break. [1][2]\n\n"
+        f"## Sources\n\n[1] For-else — {url}\n[2] Loops — {url}2\n"
+    )
+
+    checks = run_checks(report, sources)
+
+    assert checks["citations_resolve"] and checks["no_unread_sources"], checks
+    assert parse_report(report).entries[1].url == url
