@@ -132,7 +132,8 @@ def describe_validation_error(error: ValidationError, prefix: str) -> str:
     problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "?"
-        problems.append(f"{prefix}{field.upper()}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{prefix}{field.upper()}: {message}")
     return "invalid setting " + "; ".join(problems)
 
 
