@@ -368,9 +368,10 @@ def test_rate_limiter_spaces_calls_from_many_threads(fake: FakeOpenAI) -> None:
 
     times = sorted(request.received_at for request in fake.received)
     assert len(times) == 9
-    # Burst 1: nine requests need at least eight spacings of 60/rpm seconds;
-    # 10 % slack for the first request's connection set-up.
-    assert times[-1] - times[0] >= 0.9 * 8 * 60 / rpm
+    # Burst 1: nine requests need at least eight spacings of 60/rpm seconds. An
+    # unlimited client sends all nine within a few milliseconds; half the bound
+    # leaves room for a loaded machine recording the first request late.
+    assert times[-1] - times[0] >= 0.5 * 8 * 60 / rpm
 
 
 def test_rate_limit_also_spaces_the_sdks_retries(fake: FakeOpenAI) -> None:
@@ -380,7 +381,7 @@ def test_rate_limit_also_spaces_the_sdks_retries(fake: FakeOpenAI) -> None:
     complete_text(ask_text_client, model=MODEL, messages=ASK, max_tokens=5)
 
     # The SDK waits 10 ms; the limiter holds the retry to one per 500 ms.
-    assert gaps(fake)[0] >= 0.45
+    assert gaps(fake)[0] >= 0.3  # unlimited, it would be the SDK's 10 ms
 
 
 def test_the_environments_proxy_is_still_used_under_the_rate_limit(
