@@ -41,15 +41,6 @@ def metric_means(
     }
 
 
-def rolling_score(run_scores: Sequence[float | None], window: int) -> float | None:
-    """Mean of the newest ``window`` run scores (newest first), once there are
-    that many measured; None before that."""
-    measured = [score for score in run_scores if score is not None][:window]
-    if len(measured) < window:
-        return None
-    return fmean(measured)
-
-
 # Drift statistics --------------------------------------------------------------
 #
 # The five golden questions are fixed on purpose, so they are strata, not a

@@ -1,4 +1,9 @@
-"""Text overlap helpers: tokens, light stems, sentences, page windows."""
+"""Text overlap helpers: tokens, light stems, sentences, page windows.
+
+The offline agent (scout/offline.py) has its own tokenizer and stemmer on
+purpose: the grader must not share the text handling of the agent it grades,
+or a flaw in one would hide itself in the other's scores.
+"""
 
 from __future__ import annotations
 

@@ -20,19 +20,6 @@ def recent_runs(session: Session, limit: int = 20) -> list[Run]:
     return list(session.scalars(query))
 
 
-def recent_completed_scores(
-    session: Session, limit: int, *, exclude_kinds: Sequence[str] = ("rescore",)
-) -> list[float | None]:
-    """Scores of the newest completed runs (passes, not rescores), newest first."""
-    query = (
-        select(Run.score)
-        .where(Run.status == "completed", Run.kind.not_in(exclude_kinds))
-        .order_by(Run.started_at.desc(), Run.id.desc())
-        .limit(limit)
-    )
-    return list(session.scalars(query))
-
-
 def get_run(session: Session, run_id: str) -> Run:
     """The run with this id; an unknown id names the nearest known ones."""
     run = session.get(Run, run_id)
